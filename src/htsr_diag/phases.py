@@ -1,0 +1,702 @@
+"""Grokking phases: ground-truth labels from accuracy curves, and a weight-only classifier.
+
+Three labels, in the order a long run goes through them (Prakash & Martin 2025,
+arXiv 2506.04434, Figure 1):
+
+``PRE`` = ``"pre-grokking"``
+    training accuracy high or still rising, test accuracy not yet risen.
+``GROK`` = ``"grokking"``
+    test accuracy rising to, and holding, its peak.
+``ANTI`` = ``"anti-grokking"``
+    after the peak, test accuracy clearly below it while training accuracy stays ~1.
+
+:func:`phases_from_accuracy` draws these labels from the accuracy curves (test data
+needed): it is the reference used to evaluate and calibrate the classifier, never its
+input. :class:`PhaseClassifier` labels checkpoints from weight-only features (mean layer
+alpha, correlation-trap counts; optionally the training accuracy, which every user has).
+See ``docs/phases.md`` for the rules, their defaults and the measured accuracy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import numbers
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .exceptions import NotFittedError
+
+__all__ = [
+    "PRE",
+    "GROK",
+    "ANTI",
+    "PHASES",
+    "phases_from_accuracy",
+    "PhaseClassifier",
+    "phase_agreement",
+]
+
+logger = logging.getLogger(__name__)
+
+PRE = "pre-grokking"
+GROK = "grokking"
+ANTI = "anti-grokking"
+#: The three labels in the order a run goes through them.
+PHASES: tuple[str, str, str] = (PRE, GROK, ANTI)
+_RANK = {PRE: 0, GROK: 1, ANTI: 2}
+
+#: Per-checkpoint features the classifier reads (keys of a feature table).
+FEATURES: tuple[str, ...] = ("alpha", "n_traps", "train_acc")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _check_fraction(value: Any, name: str, *, low: float = 0.0, high: float = 1.0,
+                    open_low: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in ({low}, {high}]; got {value!r}.")
+    v = float(value)
+    ok = (v > low if open_low else v >= low) and v <= high and math.isfinite(v)
+    if not ok:
+        bracket = "(" if open_low else "["
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}]; got {value!r}. "
+                         f"Pass a fraction such as the default.")
+    return v
+
+
+def _curve(x: Any, name: str, n: int | None = None, *, allow_nan: bool = False) -> np.ndarray:
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a 1-D sequence of numbers; got {type(x).__name__}.") from exc
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one value per checkpoint); got shape {a.shape}.")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"{name} must have one value per checkpoint ({n}); got {a.shape[0]}. "
+                         f"Align it with steps.")
+    if not allow_nan and not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite; got NaN or Inf at index "
+                         f"{int(np.flatnonzero(~np.isfinite(a))[0])}. Drop or fill those checkpoints.")
+    return a
+
+
+def _check_steps(steps: Any) -> np.ndarray:
+    s = _curve(steps, "steps")
+    if s.size == 0:
+        raise ValueError("steps must not be empty; got 0 checkpoints.")
+    if s.size > 1 and not (np.diff(s) > 0).all():
+        i = int(np.flatnonzero(np.diff(s) <= 0)[0])
+        raise ValueError(f"steps must be strictly increasing; got steps[{i}]={s[i]:g} followed by "
+                         f"steps[{i + 1}]={s[i + 1]:g}. Sort the checkpoints by step.")
+    return s
+
+
+# ----------------------------------------------------------------------------- ground truth
+def phases_from_accuracy(steps: Any, train_acc: Any, test_acc: Any, *,
+                         train_threshold: float = 0.99, rise_fraction: float = 0.2,
+                         min_rise: float = 0.05, drop: float = 0.05) -> np.ndarray:
+    """Label each checkpoint from its training and test accuracy, as a person reads Figure 1.
+
+    The rules (all thresholds are parameters; accuracies are fractions in [0, 1]):
+
+    1. ``i_fit``: the first checkpoint with ``train_acc >= train_threshold`` (the training
+       set is fitted). Every checkpoint before it is pre-grokking. No such checkpoint: all
+       pre-grokking.
+    2. ``peak``: the highest test accuracy at or after ``i_fit`` (its first occurrence,
+       ``i_peak``); ``base``: the lowest test accuracy between ``i_fit`` and ``i_peak``
+       (the plateau before the rise, at ``i_base``); ``rise = peak - base``.
+    3. If ``rise < min_rise`` the test accuracy never rose: every checkpoint up to the
+       collapse rule below is pre-grokking. Otherwise grokking starts at the first
+       checkpoint at or after ``i_base`` whose test accuracy reaches
+       ``base + rise_fraction * rise``.
+    4. Anti-grokking starts at the first checkpoint after ``i_peak`` whose test accuracy is
+       at most ``peak - drop`` while ``train_acc >= train_threshold``. Labels never go
+       back: a later recovery does not undo the collapse (phases are ordered).
+
+    Parameters
+    ----------
+    steps : array_like of shape (n,)
+        Training steps, strictly increasing.
+    train_acc, test_acc : array_like of shape (n,)
+        Accuracies in [0, 1] at those steps.
+    train_threshold : float, default 0.99
+        Training accuracy counted as "~1" (fitted).
+    rise_fraction : float, default 0.2
+        Fraction of the climb from plateau to peak at which grokking is said to start
+        (where a person sees the test curve leave its plateau).
+    min_rise : float, default 0.05
+        A climb smaller than this (5 accuracy points) is not grokking.
+    drop : float, default 0.05
+        Fall below the peak (5 points) that counts as a collapse.
+
+    Returns
+    -------
+    labels : ndarray of str, shape (n,)
+        ``"pre-grokking"``, ``"grokking"`` or ``"anti-grokking"`` per checkpoint.
+
+    Examples
+    --------
+    >>> phases_from_accuracy([1, 10, 100, 1000], [0.5, 1, 1, 1], [0.1, 0.2, 0.9, 0.6]).tolist()
+    ['pre-grokking', 'pre-grokking', 'grokking', 'anti-grokking']
+    """
+    s = _check_steps(steps)
+    n = s.size
+    tr = _curve(train_acc, "train_acc", n)
+    te = _curve(test_acc, "test_acc", n)
+    for name, a in (("train_acc", tr), ("test_acc", te)):
+        if a.min() < 0 or a.max() > 1:
+            raise ValueError(f"{name} must be fractions in [0, 1]; got range [{a.min():g}, {a.max():g}]. "
+                             f"Divide percentages by 100.")
+    train_threshold = _check_fraction(train_threshold, "train_threshold")
+    rise_fraction = _check_fraction(rise_fraction, "rise_fraction")
+    min_rise = _check_fraction(min_rise, "min_rise", open_low=False)
+    drop = _check_fraction(drop, "drop")
+
+    labels = np.full(n, PRE, dtype=object)
+    fitted = np.flatnonzero(tr >= train_threshold)
+    if fitted.size == 0:
+        return labels.astype(str)
+    i_fit = int(fitted[0])
+    i_peak = i_fit + int(np.argmax(te[i_fit:]))
+    peak = te[i_peak]
+    i_base = i_fit + int(np.argmin(te[i_fit:i_peak + 1]))
+    base = te[i_base]
+    if peak - base >= min_rise:
+        level = base + rise_fraction * (peak - base)
+        i_grok = i_base + int(np.flatnonzero(te[i_base:i_peak + 1] >= level)[0])
+        labels[i_grok:] = GROK
+    after = np.arange(i_peak + 1, n)
+    collapsed = after[(te[after] <= peak - drop) & (tr[after] >= train_threshold)]
+    if collapsed.size:
+        labels[int(collapsed[0]):] = ANTI
+    return labels.astype(str)
+
+
+def phase_agreement(predicted: Any, reference: Any) -> float:
+    """Fraction of checkpoints where two label sequences agree.
+
+    Parameters
+    ----------
+    predicted, reference : array_like of str, shape (n,)
+
+    Returns
+    -------
+    float in [0, 1].
+
+    Examples
+    --------
+    >>> phase_agreement(["pre-grokking", "grokking"], ["pre-grokking", "anti-grokking"])
+    0.5
+    """
+    p, r = np.asarray(predicted, dtype=str), np.asarray(reference, dtype=str)
+    if p.shape != r.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError(f"predicted and reference must be non-empty 1-D sequences of equal length; "
+                         f"got shapes {p.shape} and {r.shape}.")
+    return float(np.mean(p == r))
+
+
+# ----------------------------------------------------------------------------- classifier
+_ANTI_RULES = ("both", "either", "traps", "alpha")
+_PARAM_NAMES = ("causal", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "patience",
+                "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
+
+
+def _first_streak(evidence: np.ndarray, patience: int) -> int | None:
+    """Index of the first checkpoint that ends a run of ``patience`` True values."""
+    if patience == 1:
+        hits = np.flatnonzero(evidence)
+    else:
+        c = np.convolve(evidence.astype(np.int64), np.ones(patience, dtype=np.int64), "full")
+        hits = np.flatnonzero(c[: evidence.size] >= patience)
+    return int(hits[0]) if hits.size else None
+
+
+class PhaseClassifier:
+    """Label checkpoints pre-grokking / grokking / anti-grokking from weight-only features.
+
+    Reads three features per checkpoint, never the test accuracy:
+
+    - ``alpha``: the mean power-law exponent of the analysed layers (by default those whose
+      smaller dimension is at least ``min_layer_dim``: the study's FC1 and FC2, not the
+      10-unit head, whose 10 eigenvalues give no reliable fit);
+    - ``n_traps``: the correlation traps summed over those layers;
+    - ``train_acc`` (optional, ``use_train_acc``): the training accuracy, which every user has.
+
+    Rules (HTSR theory and Prakash & Martin 2025, docs/phases.md): a run starts
+    pre-grokking; it is *grokking* once the training set is fitted
+    (``train_acc >= train_threshold``, when known) and ``alpha <= alpha_grok`` (between the
+    study's pre-grokking 4.0 and grokking 2.9); it is *anti-grokking* once the training set
+    is fitted and the anti rule holds: ``"both"`` (default) ``n_traps >= min_traps`` and
+    ``alpha < alpha_anti``; ``"either"`` one of them; ``"traps"`` or ``"alpha"`` that one
+    alone. A phase is entered when its rule has held on ``patience`` consecutive
+    checkpoints, and never left (phases are ordered). With ``causal=True`` the label at a
+    checkpoint uses only checkpoints up to it (the switch is reported at the checkpoint that
+    completes the streak), so it can run during training; otherwise the switch is dated
+    back to the first checkpoint of the streak.
+
+    The defaults work without fitting; :meth:`fit` calibrates the thresholds on labelled
+    runs (labels from :func:`phases_from_accuracy`) by an exhaustive search.
+
+    Parameters
+    ----------
+    causal : bool, default False
+        Label each checkpoint from the checkpoints up to it only.
+    alpha_grok : float, default 3.45
+        Mean alpha at or below which a fitted run is grokking (midpoint of the study's
+        pre-grokking 4.0 and grokking 2.9).
+    alpha_anti : float, default 2.0
+        Mean alpha below which a run is over-fit (HTSR: alpha < 2; the study's midpoint of
+        grokking 2.9 and anti-grokking 1.1 is also 2.0).
+    min_traps : int, default 1
+        Correlation traps (summed over the analysed layers) that count as a trap signal.
+    anti_rule : {"both", "either", "traps", "alpha"}, default "both"
+        How the trap and alpha signals combine into the anti-grokking rule.
+    patience : int, default 1
+        Consecutive checkpoints a rule must hold before its phase is entered.
+    use_train_acc : bool, default True
+        Require ``train_acc >= train_threshold`` (when the feature is known) to leave
+        pre-grokking.
+    train_threshold : float, default 0.99
+    layers : "auto" or sequence of str, default "auto"
+        Layers whose alpha and traps are used; "auto": every layer whose smaller
+        dimension is at least ``min_layer_dim``.
+    min_layer_dim : int, default 50
+    alpha_scale : float, default 0.25
+        Alpha difference that counts as one unit of margin in :meth:`confidence`.
+
+    Attributes
+    ----------
+    thresholds_ : dict
+        The fitted ``alpha_grok``, ``alpha_anti``, ``min_traps``, ``anti_rule``, ``patience``
+        (after :meth:`fit`; before it the constructor's values are used).
+    train_agreement_ : float
+        Mean per-run agreement with the labels on the runs ``fit`` saw.
+    n_runs_ : int
+        Number of labelled runs ``fit`` saw.
+
+    Examples
+    --------
+    >>> feats = {"alpha": [5.0, 4.2, 3.0, 2.6, 1.5], "n_traps": [0, 0, 0, 1, 4],
+    ...          "train_acc": [0.6, 1.0, 1.0, 1.0, 1.0]}
+    >>> PhaseClassifier().predict(feats).tolist()
+    ['pre-grokking', 'pre-grokking', 'grokking', 'grokking', 'anti-grokking']
+    """
+
+    def __init__(self, *, causal: bool = False, alpha_grok: float = 3.45, alpha_anti: float = 2.0,
+                 min_traps: int = 1, anti_rule: str = "both", patience: int = 1,
+                 use_train_acc: bool = True, train_threshold: float = 0.99,
+                 layers: str | Sequence[str] = "auto", min_layer_dim: int = 50,
+                 alpha_scale: float = 0.25) -> None:
+        self.causal = causal
+        self.alpha_grok = alpha_grok
+        self.alpha_anti = alpha_anti
+        self.min_traps = min_traps
+        self.anti_rule = anti_rule
+        self.patience = patience
+        self.use_train_acc = use_train_acc
+        self.train_threshold = train_threshold
+        self.layers = layers
+        self.min_layer_dim = min_layer_dim
+        self.alpha_scale = alpha_scale
+
+    # -- scikit-learn estimator plumbing ------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters as a dict (scikit-learn's contract)."""
+        return {name: getattr(self, name) for name in _PARAM_NAMES}
+
+    def set_params(self, **params: Any) -> "PhaseClassifier":
+        """Set constructor parameters; returns self. Unknown names raise ValueError."""
+        for name, value in params.items():
+            if name not in _PARAM_NAMES:
+                raise ValueError(f"Invalid parameter {name!r} for PhaseClassifier; valid parameters "
+                                 f"are {', '.join(_PARAM_NAMES)}.")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = PhaseClassifier.__init__.__kwdefaults__ or {}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
+        return f"PhaseClassifier({', '.join(changed)})"
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a fitted attribute asked for before fit().
+        if name.endswith("_") and not name.startswith("__") and name in ("thresholds_", "train_agreement_", "n_runs_"):
+            raise NotFittedError(f"This PhaseClassifier is not fitted yet, so it has no {name!r}. Call "
+                                 f"fit(trajectories, labels) first, or use predict() with the default rules.")
+        raise AttributeError(f"'PhaseClassifier' object has no attribute {name!r}")
+
+    def _validated(self) -> dict[str, Any]:
+        """Check the constructor parameters (at use, as scikit-learn does)."""
+        p = self.get_params()
+        for name in ("causal", "use_train_acc"):
+            if not isinstance(p[name], (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False; got {p[name]!r}.")
+        for name in ("alpha_grok", "alpha_anti", "alpha_scale"):
+            v = p[name]
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive finite number; got {v!r}.")
+        if p["alpha_anti"] > p["alpha_grok"]:
+            raise ValueError(f"alpha_anti must not exceed alpha_grok (alpha falls through the phases); "
+                             f"got alpha_anti={p['alpha_anti']!r} > alpha_grok={p['alpha_grok']!r}.")
+        from ._validation import check_positive_int
+        check_positive_int(p["min_traps"], "min_traps")
+        check_positive_int(p["patience"], "patience")
+        check_positive_int(p["min_layer_dim"], "min_layer_dim")
+        if p["anti_rule"] not in _ANTI_RULES:
+            raise ValueError(f"anti_rule must be one of {_ANTI_RULES}; got {p['anti_rule']!r}.")
+        _check_fraction(p["train_threshold"], "train_threshold")
+        layers = p["layers"]
+        if not (layers == "auto" or (isinstance(layers, (list, tuple))
+                                     and layers and all(isinstance(x, str) for x in layers))):
+            raise ValueError(f"layers must be 'auto' or a non-empty list of layer names; got {layers!r}.")
+        return p
+
+    def _rules(self) -> dict[str, Any]:
+        p = self._validated()
+        rules = {k: p[k] for k in ("alpha_grok", "alpha_anti", "min_traps", "anti_rule", "patience")}
+        fitted = self.__dict__.get("thresholds_")
+        if fitted is not None:
+            rules.update(fitted)
+        return rules
+
+    # -- features -------------------------------------------------------------------------
+    def _trajectory_layers(self, trajectory: Any) -> list[str]:
+        names = list(trajectory.layer_names)
+        if self.layers != "auto":
+            missing = [x for x in self.layers if x not in names]
+            if missing:
+                raise ValueError(f"layers names {missing} not found in the trajectory; its layers are "
+                                 f"{names}.")
+            return list(self.layers)
+        dims = {name: trajectory.feature("min_dim", name) for name in names}
+        keep = [name for name in names if np.nanmax(dims[name]) >= self.min_layer_dim]
+        if not keep:
+            raise ValueError(f"no layer has a smaller dimension >= min_layer_dim={self.min_layer_dim}; "
+                             f"layers: {names}. Lower min_layer_dim or pass layers=[...].")
+        return keep
+
+    def features(self, data: Any) -> dict[str, np.ndarray]:
+        """The per-checkpoint feature table the rules read.
+
+        Parameters
+        ----------
+        data : Trajectory or mapping
+            A :class:`~htsr_diag.trajectory.Trajectory`, or a mapping with equal-length
+            1-D ``"alpha"`` and ``"n_traps"`` (and optionally ``"train_acc"``, ``"step"``)
+            sequences, or a sequence of per-checkpoint mappings with those keys.
+
+        Returns
+        -------
+        dict
+            ``"alpha"``, ``"n_traps"``, ``"train_acc"`` (NaN where unknown) and ``"step"``
+            as float arrays of shape (n_checkpoints,).
+        """
+        self._validated()
+        if hasattr(data, "feature") and hasattr(data, "layer_names"):
+            layers = self._trajectory_layers(data)
+            alpha = np.vstack([data.feature("alpha", name) for name in layers])
+            traps = np.vstack([data.feature("n_traps", name) for name in layers])
+            with np.errstate(all="ignore"), _quiet_nanmean():
+                table = {"alpha": np.nanmean(alpha, axis=0), "n_traps": np.nansum(traps, axis=0),
+                         "train_acc": np.asarray(data.metrics.get("train_acc", np.full(len(data.steps), np.nan)),
+                                                 dtype=np.float64),
+                         "step": np.asarray(data.steps, dtype=np.float64)}
+            return table
+        if isinstance(data, Mapping):
+            table = dict(data)
+        elif isinstance(data, Sequence) and not isinstance(data, str) and all(isinstance(r, Mapping) for r in data):
+            keys = set().union(*(r.keys() for r in data)) if data else set()
+            table = {k: [r.get(k, np.nan) for r in data] for k in keys}
+        else:
+            raise TypeError(f"data must be a Trajectory, a mapping of feature arrays or a sequence of "
+                            f"per-checkpoint feature mappings; got {type(data).__name__}.")
+        for key in ("alpha", "n_traps"):
+            if key not in table:
+                raise ValueError(f"the feature table has no {key!r} column; got columns {sorted(table)}. "
+                                 f"Pass a Trajectory or include 'alpha' and 'n_traps'.")
+        alpha = _curve(table["alpha"], "alpha", allow_nan=True)
+        n = alpha.size
+        if n == 0:
+            raise ValueError("the feature table is empty; got 0 checkpoints.")
+        out = {"alpha": alpha, "n_traps": _curve(table["n_traps"], "n_traps", n, allow_nan=True)}
+        out["train_acc"] = (_curve(table["train_acc"], "train_acc", n, allow_nan=True)
+                            if "train_acc" in table else np.full(n, np.nan))
+        out["step"] = (_curve(table["step"], "step", n) if "step" in table
+                       else np.arange(n, dtype=np.float64))
+        return out
+
+    def report_features(self, report: Any, *, train_acc: float | None = None) -> dict[str, float]:
+        """One checkpoint's feature mapping from a :class:`~htsr_diag.analyze.ModelReport`.
+
+        What :class:`~htsr_diag.monitor.Monitor` accumulates for :meth:`predict_step`.
+
+        Returns
+        -------
+        dict with ``"alpha"``, ``"n_traps"`` and ``"train_acc"`` (NaN if not given).
+        """
+        from .trajectory import Trajectory  # local: trajectory imports analyze lazily
+
+        traj = Trajectory(steps=np.zeros(1, dtype=np.int64), reports=[report], metrics={}, baselines={})
+        table = self.features(traj)
+        return {"alpha": float(table["alpha"][0]), "n_traps": float(table["n_traps"][0]),
+                "train_acc": float("nan") if train_acc is None else float(train_acc)}
+
+    # -- the rules ------------------------------------------------------------------------
+    @staticmethod
+    def _evidence(table: Mapping[str, np.ndarray], rules: Mapping[str, Any], use_train_acc: bool,
+                  train_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per-checkpoint (grokking rule holds, anti-grokking rule holds)."""
+        a, k, tr = table["alpha"], table["n_traps"], table["train_acc"]
+        with np.errstate(invalid="ignore"):
+            fitted = (np.isnan(tr) | (tr >= train_threshold)) if use_train_acc else np.ones(a.size, bool)
+            low = a < rules["alpha_anti"]
+            trap = k >= rules["min_traps"]
+            anti = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
+            return fitted & (a <= rules["alpha_grok"]), fitted & anti
+
+    @staticmethod
+    def _segment(grok: np.ndarray, anti: np.ndarray, patience: int, causal: bool) -> np.ndarray:
+        """Rank (0, 1, 2) per checkpoint from the evidence, monotone in time.
+
+        Grokking is entered when its rule has held ``patience`` checkpoints in a row, or
+        when anti-grokking is entered (a run may skip the grokking label); anti-grokking
+        when its rule has. Causal: at the checkpoint completing the streak; otherwise at
+        its first checkpoint.
+        """
+        n = grok.size
+        lag = 0 if causal else patience - 1
+        t_g = _first_streak(grok, patience)
+        t_a = _first_streak(anti, patience)
+        s_a = n if t_a is None else t_a - lag
+        s_g = min(n if t_g is None else t_g - lag, s_a)
+        rank = np.zeros(n, dtype=np.int64)
+        rank[s_g:] = 1
+        rank[s_a:] = 2
+        return rank
+
+    def _predict_table(self, table: Mapping[str, np.ndarray], causal: bool) -> np.ndarray:
+        rules = self._rules()
+        grok, anti = self._evidence(table, rules, self.use_train_acc, self.train_threshold)
+        return self._segment(grok, anti, rules["patience"], causal)
+
+    def predict(self, data: Any) -> np.ndarray:
+        """Phase label per checkpoint.
+
+        Parameters
+        ----------
+        data : Trajectory or feature mapping (see :meth:`features`)
+
+        Returns
+        -------
+        ndarray of str, shape (n_checkpoints,)
+        """
+        rank = self._predict_table(self.features(data), bool(self.causal))
+        return np.asarray(PHASES, dtype=str)[rank]
+
+    def confidence(self, data: Any) -> np.ndarray:
+        """A per-checkpoint confidence in (0, 1) for the predicted label.
+
+        The logistic of the margin by which the current checkpoint's features satisfy the
+        rule of its label (alpha distances in units of ``alpha_scale``; trap counts in
+        traps beyond ``min_traps - 0.5``). Below 0.5 means the label is held only because
+        phases never go back while this checkpoint's own features point elsewhere. A
+        heuristic score, not a calibrated probability.
+
+        Returns
+        -------
+        ndarray of float, shape (n_checkpoints,)
+        """
+        table = self.features(data)
+        rules = self._rules()
+        rank = self._predict_table(table, bool(self.causal))
+        a, k, tr = table["alpha"], table["n_traps"], table["train_acc"]
+        s = float(self.alpha_scale)
+        with np.errstate(invalid="ignore"):
+            m_grok = (rules["alpha_grok"] - a) / s          # > 0: alpha says "past pre-grokking"
+            m_low = (rules["alpha_anti"] - a) / s           # > 0: alpha says over-fit
+            m_trap = k - (rules["min_traps"] - 0.5)         # > 0: traps present
+            m_anti = {"both": np.minimum(m_low, m_trap), "either": np.maximum(m_low, m_trap),
+                      "traps": m_trap, "alpha": m_low}[rules["anti_rule"]]
+            unfitted = self.use_train_acc & (tr < self.train_threshold)
+            margin = np.where(rank == 0, np.where(unfitted, 4.0, -np.maximum(m_grok, m_anti)),
+                              np.where(rank == 1, np.minimum(m_grok if rules["anti_rule"] != "traps" else np.inf,
+                                                             -m_anti), m_anti))
+            margin = np.nan_to_num(margin, nan=0.0)
+        return 1.0 / (1.0 + np.exp(-margin))
+
+    def transition_steps(self, data: Any) -> dict[str, int | None]:
+        """The first step labelled grokking and anti-grokking (None if never reached).
+
+        Returns
+        -------
+        dict ``{"grokking": step | None, "anti-grokking": step | None}``
+        """
+        table = self.features(data)
+        rank = self._predict_table(table, bool(self.causal))
+        out: dict[str, int | None] = {}
+        for r, phase in ((1, GROK), (2, ANTI)):
+            hit = np.flatnonzero(rank == r)
+            out[phase] = int(table["step"][hit[0]]) if hit.size else None
+        return out
+
+    def predict_step(self, history: Any) -> tuple[str, float]:
+        """Causal label and confidence of the *last* checkpoint of ``history``.
+
+        For training-loop use (the Monitor calls it after each analysed checkpoint): only
+        the checkpoints in ``history`` are read, whatever ``causal`` is set to.
+
+        Parameters
+        ----------
+        history : sequence of mappings or mapping of arrays
+            The features of every checkpoint so far, oldest first (``"alpha"``,
+            ``"n_traps"``, optionally ``"train_acc"``), e.g. a list of
+            :meth:`report_features` results.
+
+        Returns
+        -------
+        (label, confidence)
+        """
+        causal = self.causal
+        self.causal = True
+        try:
+            table = self.features(history)
+            label = str(np.asarray(PHASES)[self._predict_table(table, True)[-1]])
+            conf = float(self.confidence(table)[-1])
+        finally:
+            self.causal = causal
+        return label, conf
+
+    # -- calibration ----------------------------------------------------------------------
+    def fit(self, trajectories: Iterable[Any], labels: Iterable[Any]) -> "PhaseClassifier":
+        """Calibrate the thresholds on labelled runs.
+
+        Exhaustive search over ``alpha_grok`` and ``alpha_anti`` (quantiles of the observed
+        alphas plus the defaults), ``min_traps`` (1, 2, 3, 5, 8), the four anti rules and
+        ``patience`` (1, 2, 3), maximising the mean per-run agreement of :meth:`predict`
+        (in this classifier's ``causal`` mode) with ``labels``. Ties go to the candidate
+        closest to the defaults.
+
+        Parameters
+        ----------
+        trajectories : sequence of Trajectory or feature mappings
+        labels : sequence of array_like of str
+            One label per checkpoint of each trajectory, e.g. from
+            :func:`phases_from_accuracy`.
+
+        Returns
+        -------
+        self
+        """
+        params = self._validated()
+        trajectories, labels = list(trajectories), list(labels)
+        if not trajectories:
+            raise ValueError("trajectories must hold at least one labelled run; got none.")
+        if len(trajectories) != len(labels):
+            raise ValueError(f"trajectories and labels must have the same length; got "
+                             f"{len(trajectories)} and {len(labels)}.")
+        tables, targets = [], []
+        for i, (traj, lab) in enumerate(zip(trajectories, labels)):
+            table = self.features(traj)
+            lab = np.asarray(lab, dtype=str)
+            if lab.shape != table["alpha"].shape:
+                raise ValueError(f"labels[{i}] must have one label per checkpoint ({table['alpha'].size}); "
+                                 f"got shape {lab.shape}.")
+            bad = sorted(set(lab.tolist()) - set(PHASES))
+            if bad:
+                raise ValueError(f"labels[{i}] must only hold {PHASES}; got {bad}.")
+            tables.append(table)
+            targets.append(np.array([_RANK[x] for x in lab]))
+        pooled = np.concatenate([t["alpha"] for t in tables])
+        pooled = np.unique(pooled[np.isfinite(pooled)])
+        mids = (pooled[1:] + pooled[:-1]) / 2 if pooled.size > 1 else pooled
+        if mids.size > 120:  # keep the search small: quantiles of the midpoints
+            mids = np.quantile(mids, np.linspace(0, 1, 120))
+        grid_g = np.unique(np.append(mids, params["alpha_grok"]))
+        grid_a = np.unique(np.append(mids, params["alpha_anti"]))
+        traps_grid = np.array([1, 2, 3, 5, 8])
+        combos = [(a, k, rule) for rule in _ANTI_RULES for k in traps_grid for a in grid_a]
+        combo_a = np.array([c[0] for c in combos])
+        combo_k = np.array([c[1] for c in combos], dtype=float)
+        combo_r = np.array([_ANTI_RULES.index(c[2]) for c in combos])
+        causal = bool(self.causal)
+        best, best_key = None, None
+        for p in (1, 2, 3):
+            score = np.zeros((grid_g.size, len(combos)))
+            for table, target in zip(tables, targets):
+                score += _agreement_grid(table, target, grid_g, combo_a, combo_k, combo_r, p, causal,
+                                         self.use_train_acc, self.train_threshold)
+            score /= len(tables)
+            score[grid_g[:, None] < combo_a[None, :]] = -1.0  # alpha_anti must not exceed alpha_grok
+            dist = (np.abs(grid_g - params["alpha_grok"])[:, None] + np.abs(combo_a - params["alpha_anti"])[None, :]
+                    + (np.abs(combo_k - params["min_traps"]) / 4)[None, :]
+                    + (combo_r != _ANTI_RULES.index(params["anti_rule"]))[None, :]
+                    + abs(p - params["patience"]) / 2)
+            rounded = np.round(score, 9)
+            top = rounded.max()
+            cand = np.argwhere(rounded == top)
+            i, j = cand[np.argmin(dist[cand[:, 0], cand[:, 1]])]
+            key = (float(top), -float(dist[i, j]))
+            if best_key is None or key > best_key:
+                best_key = key
+                best = {"alpha_grok": float(grid_g[i]), "alpha_anti": float(combos[j][0]),
+                        "min_traps": int(combos[j][1]), "anti_rule": combos[j][2], "patience": p}
+        assert best is not None
+        self.thresholds_ = best
+        self.train_agreement_ = float(best_key[0])
+        self.n_runs_ = len(tables)
+        logger.info("PhaseClassifier fitted on %d runs: %s (agreement %.3f)", self.n_runs_,
+                    self.thresholds_, self.train_agreement_)
+        return self
+
+
+def _first_streak_many(evidence: np.ndarray, patience: int) -> np.ndarray:
+    """Row-wise :func:`_first_streak` of a (rows, n) boolean array; n where none."""
+    n = evidence.shape[1]
+    cs = np.concatenate([np.zeros((evidence.shape[0], 1), np.int64), np.cumsum(evidence, axis=1)], axis=1)
+    run = cs[:, patience:] - cs[:, :-patience]          # window sums ending at t = patience-1 .. n-1
+    hit = run >= patience
+    first = np.where(hit.any(axis=1), hit.argmax(axis=1) + patience - 1, n)
+    return first
+
+
+def _agreement_grid(table: Mapping[str, np.ndarray], target: np.ndarray, grid_g: np.ndarray,
+                    combo_a: np.ndarray, combo_k: np.ndarray, combo_r: np.ndarray, patience: int,
+                    causal: bool, use_train_acc: bool, train_threshold: float) -> np.ndarray:
+    """Agreement with ``target`` of every (alpha_grok, anti combo) pair, shape (G, C)."""
+    a, k, tr = table["alpha"], table["n_traps"], table["train_acc"]
+    n = a.size
+    if n < patience:
+        return np.mean(target == 0) * np.ones((grid_g.size, combo_a.size))
+    with np.errstate(invalid="ignore"):
+        fitted = (np.isnan(tr) | (tr >= train_threshold)) if use_train_acc else np.ones(n, bool)
+        grok = fitted[None, :] & (a[None, :] <= grid_g[:, None])
+        low = a[None, :] < combo_a[:, None]
+        trap = k[None, :] >= combo_k[:, None]
+    rule = combo_r[:, None]
+    anti = fitted[None, :] & np.where(rule == 0, low & trap, np.where(rule == 1, low | trap,
+                                                                       np.where(rule == 2, trap, low)))
+    lag = 0 if causal else patience - 1
+    t_g = _first_streak_many(grok, patience)
+    t_a = _first_streak_many(anti, patience)
+    s_a = np.where(t_a < n, t_a - lag, n)                          # (C,)
+    s_g = np.minimum(np.where(t_g < n, t_g - lag, n)[:, None], s_a[None, :])  # (G, C)
+    prefix = [np.concatenate([[0], np.cumsum(target == r)]) for r in range(3)]
+    total2 = prefix[2][-1]
+    return (prefix[0][s_g] + prefix[1][s_a][None, :] - prefix[1][s_g]
+            + (total2 - prefix[2][s_a])[None, :]) / n
+
+
+class _quiet_nanmean:
+    """Silence numpy's 'Mean of empty slice' for all-NaN columns (the NaN is the answer)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)

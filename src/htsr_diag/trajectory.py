@@ -1,0 +1,423 @@
+"""Checkpoint trajectories: :func:`~htsr_diag.analyze.analyze` over a sequence of checkpoints.
+
+:func:`analyze_checkpoints` takes a run folder written by the trainer, or a list of models,
+state dicts or checkpoint files, analyses every checkpoint (every layer's alpha, traps and
+KS test; the baseline metrics when training inputs are given) and returns a
+:class:`Trajectory`, aligned with the run's train/test metrics when the folder has them.
+
+Checkpoints are independent, so the work is spread over any
+:class:`concurrent.futures.Executor` (a ``ProcessPoolExecutor`` on one machine, a
+``dask.distributed`` client's ``client.get_executor()`` on a cluster). Each checkpoint's
+random streams are seeded from ``(rng, step)``, so the result does not depend on the
+executor, the worker or the order in which checkpoints finish: it equals the serial run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import re
+from concurrent.futures import Executor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ._progress import Progress
+
+__all__ = ["Trajectory", "analyze_checkpoints", "METRIC_NAMES"]
+
+logger = logging.getLogger(__name__)
+
+#: Run metrics aligned with the checkpoints (NaN where the run folder has none).
+METRIC_NAMES: tuple[str, ...] = ("train_acc", "test_acc", "train_loss", "test_loss", "l2_norm")
+#: LayerReport fields that are counts: summed over layers by :meth:`Trajectory.feature`.
+_COUNT_PREFIXES = ("n_", "num_")
+_STEP_RE = re.compile(r"(\d+)(?!.*\d)")
+_FORMAT = "htsr_diag.Trajectory"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, (np.floating, float)):
+        return float(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _layer_value(layer: Any, name: str) -> float:
+    """A numeric field of a LayerReport; ``min_dim`` from its shape; NaN when absent."""
+    if name == "min_dim" and not hasattr(layer, "min_dim"):
+        for attr in ("M", "m"):
+            if hasattr(layer, attr):
+                return float(getattr(layer, attr))
+        shape = getattr(layer, "shape", None)
+        return float(min(shape[:2])) if shape is not None else math.nan
+    value = getattr(layer, name, None)
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return math.nan
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """The analysis of a sequence of checkpoints of one run.
+
+    Attributes
+    ----------
+    steps : ndarray of int, shape (n,)
+        Training step of each checkpoint, increasing.
+    reports : list of ModelReport, length n
+        :func:`~htsr_diag.analyze.analyze` of each checkpoint.
+    metrics : dict of str -> ndarray of float, shape (n,)
+        ``train_acc``, ``test_acc``, ``train_loss``, ``test_loss``, ``l2_norm`` from the run
+        folder's ``metrics.jsonl`` at the same steps (NaN where unknown).
+    baselines : dict of str -> ndarray of float, shape (n,)
+        The baseline metrics (when ``inputs`` were given), else empty.
+    source : str or None
+        The run folder, when the trajectory was read from one.
+
+    Examples
+    --------
+    >>> traj = analyze_checkpoints("runs/fast")              # doctest: +SKIP
+    >>> traj.feature("alpha", "fc1")                          # doctest: +SKIP
+    array([5.1, 4.9, ...])
+    >>> traj.to_frame().head()                                # doctest: +SKIP
+    """
+
+    steps: np.ndarray
+    reports: list[Any]
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        steps = np.asarray(self.steps, dtype=np.int64).reshape(-1)
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "reports", list(self.reports))
+        if len(self.reports) != steps.size:
+            raise ValueError(f"reports must have one entry per step ({steps.size}); got {len(self.reports)}.")
+        for attr in ("metrics", "baselines"):
+            table = {str(k): np.asarray(v, dtype=np.float64).reshape(-1) for k, v in dict(getattr(self, attr)).items()}
+            for k, v in table.items():
+                if v.size != steps.size:
+                    raise ValueError(f"{attr}[{k!r}] must have one value per step ({steps.size}); got {v.size}.")
+            object.__setattr__(self, attr, table)
+
+    def __len__(self) -> int:
+        return int(self.steps.size)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Names of the analysed layers, in model order (union over the checkpoints)."""
+        names: list[str] = []
+        for report in self.reports:
+            for layer in report.layers:
+                if layer.name not in names:
+                    names.append(layer.name)
+        return names
+
+    def feature(self, name: str, layer: str | None = None) -> np.ndarray:
+        """One value per checkpoint.
+
+        Parameters
+        ----------
+        name : str
+            A LayerReport field (``"alpha"``, ``"n_traps"``, ``"ks_statistic"``, ...,
+            ``"min_dim"``), a run metric (``"test_acc"``, ...) or a baseline name.
+        layer : str, optional
+            The layer to read. None: counts (fields starting ``n_``/``num_``) are summed
+            over the layers, other fields averaged (NaN-aware); metrics and baselines ignore
+            it.
+
+        Returns
+        -------
+        ndarray of float, shape (n_checkpoints,)
+            NaN where a checkpoint lacks the layer or the value.
+        """
+        if name in self.metrics:
+            return self.metrics[name].copy()
+        if name in self.baselines:
+            return self.baselines[name].copy()
+        names = self.layer_names
+        if layer is not None and layer not in names:
+            raise ValueError(f"layer {layer!r} is not in this trajectory; its layers are {names}.")
+        if not any(hasattr(lr, name) for r in self.reports for lr in r.layers) and name != "min_dim":
+            raise ValueError(f"{name!r} is neither a layer field, a metric ({sorted(self.metrics)}) nor a "
+                             f"baseline ({sorted(self.baselines)}).")
+        table = np.full((len(names), len(self)), np.nan)
+        for j, report in enumerate(self.reports):
+            for lr in report.layers:
+                table[names.index(lr.name), j] = _layer_value(lr, name)
+        if layer is not None:
+            return table[names.index(layer)]
+        valid = np.isfinite(table)
+        if name.startswith(_COUNT_PREFIXES):
+            out = np.where(valid, table, 0.0).sum(axis=0)
+        else:
+            count = valid.sum(axis=0)
+            out = np.where(count > 0, np.where(valid, table, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+        out[~valid.any(axis=0)] = np.nan
+        return out
+
+    def to_frame(self):
+        """A pandas DataFrame with one row per checkpoint x layer.
+
+        Columns: ``step``, the layer report's columns (``name``, ``alpha``, ``n_traps``, ...),
+        then the run metrics and baselines of that checkpoint (repeated on its layer rows).
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover
+            raise ImportError('Trajectory.to_frame needs pandas: pip install "htsr-diag[dev]" or pandas.') from exc
+        frames = []
+        for j, report in enumerate(self.reports):
+            frame = report.to_frame().reset_index(drop=True)
+            frame.insert(0, "step", int(self.steps[j]))
+            for k, v in {**self.metrics, **self.baselines}.items():
+                frame[k] = v[j]
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write :meth:`to_frame` as CSV; returns the path."""
+        path = Path(path)
+        self.to_frame().to_csv(path, index=False)
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (NaN kept as float('nan'))."""
+        return {"format": _FORMAT, "version": 1, "source": self.source,
+                "steps": self.steps.tolist(),
+                "metrics": _jsonable(self.metrics), "baselines": _jsonable(self.baselines),
+                "reports": [r.to_dict() for r in self.reports]}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialise to JSON; write it to ``path`` when given. Returns the JSON text."""
+        text = json.dumps(self.to_dict(), allow_nan=True)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Trajectory":
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
+            raise ValueError(f"data is not a serialised Trajectory (expected format {_FORMAT!r}); "
+                             f"got {type(data).__name__} with format "
+                             f"{data.get('format') if isinstance(data, Mapping) else None!r}.")
+        from .analyze import ModelReport
+
+        reports = [ModelReport.from_dict(r) for r in data["reports"]]
+        return cls(steps=np.asarray(data["steps"], dtype=np.int64), reports=reports,
+                   metrics=data.get("metrics", {}), baselines=data.get("baselines", {}),
+                   source=data.get("source"))
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> "Trajectory":
+        """Read a trajectory written by :meth:`to_json` (a path, or the JSON text itself)."""
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            text = Path(path_or_text).read_text()
+        return cls.from_dict(json.loads(text))
+
+
+# ----------------------------------------------------------------------------- sources
+def _is_run_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / "checkpoints").is_dir() or (path / "metrics.jsonl").is_file())
+
+
+def _step_from_name(path: Path) -> int | None:
+    m = _STEP_RE.search(path.stem)
+    return int(m.group(1)) if m else None
+
+
+def _resolve(sources: Any, steps: Any) -> tuple[list[Any], np.ndarray, Path | None]:
+    """(sources, steps, run folder or None), sorted by step."""
+    run_dir: Path | None = None
+    if isinstance(sources, (str, Path)) and Path(sources).is_dir():
+        run_dir = Path(sources)
+        if (run_dir / "ensemble.json").is_file() or any(run_dir.glob("member_*")):
+            members = sorted(p.name for p in run_dir.glob("member_*"))
+            raise ValueError(f"sources={str(run_dir)!r} is an ensemble folder; analyse one member at a time, "
+                             f"e.g. {str(run_dir / (members[0] if members else 'member_00'))!r}.")
+        if not _is_run_folder(run_dir):
+            raise ValueError(f"sources={str(run_dir)!r} is a folder but not a run folder (no checkpoints/ "
+                             f"or metrics.jsonl). Pass the folder the trainer wrote, or a list of files.")
+        from .train import list_checkpoints
+
+        pairs = list_checkpoints(run_dir)
+        if not pairs:
+            raise ValueError(f"the run folder {str(run_dir)!r} has no checkpoints under checkpoints/.")
+        if steps is not None:
+            raise ValueError("steps must be None for a run folder: the steps are read from the checkpoint names.")
+        items = [p for _, p in pairs]
+        step_arr = np.array([s for s, _ in pairs], dtype=np.int64)
+    else:
+        items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
+        if not items:
+            raise ValueError("sources must hold at least one checkpoint; got an empty sequence.")
+        for i, item in enumerate(items):
+            ok = isinstance(item, (str, Path, Mapping)) or hasattr(item, "state_dict")
+            if not ok:
+                raise TypeError(f"sources[{i}] must be a torch module, a state dict, or a checkpoint path; "
+                                f"got {type(item).__name__}.")
+            if isinstance(item, (str, Path)) and not Path(item).is_file():
+                raise ValueError(f"sources[{i}]={str(item)!r} is not a file. Pass existing checkpoint files, "
+                                 f"or a run folder as the only source.")
+        if steps is None:
+            parsed = [_step_from_name(Path(x)) if isinstance(x, (str, Path)) else None for x in items]
+            if all(p is not None for p in parsed):
+                step_arr = np.array(parsed, dtype=np.int64)
+            elif any(isinstance(x, (str, Path)) for x in items):
+                bad = next(str(x) for x, p in zip(items, parsed) if p is None)
+                raise ValueError(f"cannot read a step from the file name {bad!r}; pass steps=[...] explicitly.")
+            else:
+                step_arr = np.arange(len(items), dtype=np.int64)
+        else:
+            step_arr = np.asarray(steps)
+            if step_arr.ndim != 1 or step_arr.size != len(items):
+                raise ValueError(f"steps must give one step per source ({len(items)}); got shape {step_arr.shape}.")
+            if not np.issubdtype(step_arr.dtype, np.integer) or (step_arr < 0).any():
+                raise ValueError(f"steps must be non-negative integers; got {step_arr.tolist()[:5]}...")
+            step_arr = step_arr.astype(np.int64)
+    if np.unique(step_arr).size != step_arr.size:
+        dup = int(step_arr[np.flatnonzero(np.bincount(np.searchsorted(np.unique(step_arr), step_arr)) > 1)[0]]) \
+            if step_arr.size else 0
+        raise ValueError(f"steps must be unique; step {dup} appears more than once.")
+    order = np.argsort(step_arr, kind="stable")
+    return [items[i] for i in order], step_arr[order], run_dir
+
+
+def _run_metrics(run_dir: Path | None, steps: np.ndarray) -> dict[str, np.ndarray]:
+    out = {k: np.full(steps.size, np.nan) for k in METRIC_NAMES}
+    if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
+        return out
+    from .train import read_metrics
+
+    index = {int(s): j for j, s in enumerate(steps)}
+    for row in read_metrics(run_dir):
+        j = index.get(int(row.get("step", -1)))
+        if j is None:
+            continue
+        for k in METRIC_NAMES:
+            v = row.get(k)
+            if isinstance(v, numbers.Real):
+                out[k][j] = float(v)
+    return out
+
+
+# ----------------------------------------------------------------------------- the worker
+def _analyze_one(source: Any, step: int, entropy: int, analyze_kwargs: dict[str, Any],
+                 inputs: Any, model_factory: Any) -> tuple[Any, dict[str, float]]:
+    """Analyse one checkpoint; module level so that process pools and dask can pickle it."""
+    from .analyze import analyze
+
+    seq = np.random.SeedSequence(entropy, spawn_key=(int(step),))
+    rng_analyze, rng_baseline = (np.random.default_rng(s) for s in seq.spawn(2))
+    report = analyze(source, rng=rng_analyze, **analyze_kwargs)
+    baselines: dict[str, float] = {}
+    if inputs is not None:
+        from .baselines import compute_baselines
+
+        baselines = compute_baselines(source, inputs, rng=rng_baseline, model_factory=model_factory)
+    return report, baselines
+
+
+def _entropy(rng: Any) -> int:
+    if rng is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(rng, bool) or not isinstance(rng, (numbers.Integral, np.random.Generator)):
+        raise TypeError(f"rng must be None, a non-negative int seed or a numpy Generator; got {type(rng).__name__}.")
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(0, 2**63))
+    if int(rng) < 0:
+        raise ValueError(f"rng must be a non-negative seed; got {rng}.")
+    return int(rng)
+
+
+def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inputs: Any = None,
+                        executor: Executor | None = None, randomize: bool = True, ks: bool = True,
+                        layers: Any = None, rng: Any = 0, progress: bool | None = None) -> Trajectory:
+    """Analyse every checkpoint of a run: alpha, traps and KS per layer, plus baselines and metrics.
+
+    Parameters
+    ----------
+    sources : path, or sequence of models / state dicts / checkpoint paths
+        A run folder written by :func:`htsr_diag.train.train` (its ``checkpoints/`` and
+        ``metrics.jsonl`` are read; steps come from the file names), or a list of
+        ``torch.nn.Module``, state dicts, or ``.safetensors`` / ``.pt`` files.
+    steps : sequence of int, optional
+        The step of each source. Default: read from file names (the last number in the
+        name), else 0, 1, 2, ... Checkpoints are sorted by step; steps must be unique.
+    inputs : array_like or tensor of shape (n_samples, n_features), optional
+        Training inputs. When given, the baselines (activation sparsity, weight entropy,
+        circuit complexity, l2 norm) are computed per checkpoint.
+    executor : concurrent.futures.Executor, optional
+        Runs the checkpoints in parallel, e.g. ``ProcessPoolExecutor(2)`` or a dask
+        ``client.get_executor()``. None: serial, in this process. The results are the same.
+    randomize, ks, layers
+        Passed to :func:`~htsr_diag.analyze.analyze`.
+    rng : None, int or numpy Generator, default 0
+        Base seed; checkpoint ``step`` uses the stream ``SeedSequence(rng, spawn_key=(step,))``,
+        so a checkpoint gets the same numbers whichever worker, order or subset runs it.
+    progress : bool, optional
+        Draw a progress bar on stderr (default: only when stderr is a terminal).
+
+    Returns
+    -------
+    Trajectory
+
+    Examples
+    --------
+    >>> from concurrent.futures import ProcessPoolExecutor
+    >>> with ProcessPoolExecutor(2) as pool:                      # doctest: +SKIP
+    ...     traj = analyze_checkpoints("runs/fast", executor=pool)
+    >>> traj.feature("alpha", "fc1").round(2)                      # doctest: +SKIP
+    """
+    if executor is not None and not isinstance(executor, Executor) and not hasattr(executor, "submit"):
+        raise TypeError(f"executor must be a concurrent.futures.Executor (or have .submit); got "
+                        f"{type(executor).__name__}.")
+    for name, flag in (("randomize", randomize), ("ks", ks)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False; got {flag!r}.")
+    items, step_arr, run_dir = _resolve(sources, steps)
+    entropy = _entropy(rng)
+    kwargs: dict[str, Any] = {"randomize": bool(randomize), "ks": bool(ks)}
+    if layers is not None:
+        kwargs["layers"] = layers
+    model_factory = None
+    if inputs is not None and run_dir is not None:
+        from .train import model_from_run
+
+        model_factory = model_from_run(run_dir)
+    results: list[Any] = [None] * len(items)
+    with Progress(len(items), "checkpoints", enabled=progress) as bar:
+        if executor is None:
+            for j, (item, step) in enumerate(zip(items, step_arr)):
+                results[j] = _analyze_one(item, int(step), entropy, kwargs, inputs, model_factory)
+                bar.update(1, postfix=f"step {int(step)}")
+        else:
+            futures = {executor.submit(_analyze_one, item, int(step), entropy, kwargs, inputs, model_factory): j
+                       for j, (item, step) in enumerate(zip(items, step_arr))}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+    reports = [r for r, _ in results]
+    names = sorted({k for _, b in results for k in b})
+    baselines = {k: np.array([b.get(k, np.nan) for _, b in results], dtype=np.float64) for k in names}
+    metrics = _run_metrics(run_dir, step_arr)
+    logger.info("analysed %d checkpoints (steps %d..%d)", len(items), step_arr[0], step_arr[-1])
+    return Trajectory(steps=step_arr, reports=reports, metrics=metrics, baselines=baselines,
+                      source=None if run_dir is None else str(run_dir))

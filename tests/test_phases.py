@@ -1,0 +1,324 @@
+"""Tests of the phase labels from accuracy curves and of the PhaseClassifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from htsr_diag.exceptions import NotFittedError
+from htsr_diag.phases import (
+    ANTI,
+    GROK,
+    PHASES,
+    PRE,
+    PhaseClassifier,
+    phase_agreement,
+    phases_from_accuracy,
+)
+
+
+# ----------------------------------------------------------------------------- constructed curves
+def _curves(n=100, fit_at=10, rise=(40, 50), plateau=0.2, peak=0.9, fall_from=None, fall_rate=0.012):
+    """Piecewise-linear accuracy curves whose phase boundaries have a closed form."""
+    i = np.arange(n)
+    steps = 10 * (i + 1)
+    train = np.where(i < fit_at, 0.1 + 0.85 * i / fit_at, 1.0)
+    r0, r1 = rise
+    test = np.where(i < r0, plateau, np.where(i < r1, plateau + (peak - plateau) * (i - r0) / (r1 - r0), peak))
+    if fall_from is not None:
+        test = np.where(i > fall_from, peak - fall_rate * (i - fall_from), test)
+    return steps, train, test
+
+
+def test_labels_of_a_full_grok_and_collapse_curve():
+    steps, train, test = _curves(fall_from=69)
+    labels = phases_from_accuracy(steps, train, test)
+    # Closed form: base 0.2, peak 0.9 first reached at i=50 (rise ends at r1=50), so the
+    # grokking level is 0.2 + 0.2 * 0.7 = 0.34, first reached at i = 40 + ceil(0.14 / 0.07) = 42
+    # (0.07 per checkpoint, i=42 gives 0.34 only up to rounding; i=41 gives 0.27 < 0.34 <= 0.41 at i=42...)
+    level = 0.2 + 0.2 * 0.7
+    i_grok = int(np.flatnonzero(test >= level)[0])
+    assert i_grok in (41, 42)  # 0.2 + 0.7 * (i - 40) / 10 >= 0.34  <=>  i >= 42 (41 with rounding up)
+    # collapse: 0.9 - 0.012 * (i - 69) <= 0.85  <=>  i - 69 >= 4.17  <=>  i >= 74
+    expected = np.array([PRE] * i_grok + [GROK] * (74 - i_grok) + [ANTI] * (100 - 74))
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_exact_closed_form_boundaries_without_ties():
+    # Plateau 0.25, rise 0.25 -> 0.85 over i = 30..40 (0.06 per checkpoint), level 0.25 + 0.2*0.6 = 0.37:
+    # 0.25 + 0.06 * 2 = 0.37 is a tie, so use rise_fraction 0.25: level 0.40 -> i - 30 >= 2.5 -> i = 33.
+    steps, train, test = _curves(n=60, fit_at=5, rise=(30, 40), plateau=0.25, peak=0.85, fall_from=50,
+                                 fall_rate=0.02)
+    labels = phases_from_accuracy(steps, train, test, rise_fraction=0.25, drop=0.05)
+    # collapse: 0.85 - 0.02 (i - 50) <= 0.80 <=> i >= 52.5 -> 53
+    assert labels.tolist() == [PRE] * 33 + [GROK] * (53 - 33) + [ANTI] * 7
+
+
+def test_no_collapse_run_has_no_anti_grokking():
+    steps, train, test = _curves(fall_from=80, fall_rate=0.001)  # loses 0.019 < 0.05 by the end
+    labels = phases_from_accuracy(steps, train, test)
+    assert ANTI not in labels
+    assert labels[-1] == GROK
+
+
+def test_training_not_fitted_means_pre_grokking_everywhere():
+    steps = np.arange(1, 21)
+    train = np.linspace(0.1, 0.9, 20)  # never reaches 0.99
+    test = np.linspace(0.1, 0.8, 20)
+    assert (phases_from_accuracy(steps, train, test) == PRE).all()
+
+
+def test_no_rise_is_pre_grokking_and_a_collapse_still_counts():
+    steps = np.arange(1, 11)
+    train = np.ones(10)
+    test = np.array([0.3, 0.32, 0.31, 0.33, 0.32, 0.31, 0.30, 0.25, 0.2, 0.2])
+    # rise = 0.33 - 0.30 (min of test between fit and peak, i.e. indices 0..3) = 0.03 < min_rise
+    labels = phases_from_accuracy(steps, train, test)
+    # collapse: first index after the peak (i=3) with test <= 0.33 - 0.05 = 0.28 -> i = 7
+    assert labels.tolist() == [PRE] * 7 + [ANTI] * 3
+
+
+def test_collapse_needs_training_accuracy_to_stay_high():
+    steps = np.arange(1, 7)
+    train = np.array([1, 1, 1, 0.5, 0.5, 0.5])
+    test = np.array([0.2, 0.9, 0.9, 0.6, 0.6, 0.6])
+    labels = phases_from_accuracy(steps, train, test)
+    assert ANTI not in labels  # the test drop comes with a training drop: divergence, not anti-grokking
+
+
+def test_labels_are_monotone_after_a_recovery():
+    steps = np.arange(1, 8)
+    train = np.ones(7)
+    test = np.array([0.2, 0.5, 0.9, 0.8, 0.89, 0.7, 0.6])
+    labels = phases_from_accuracy(steps, train, test)
+    assert labels.tolist() == [PRE, GROK, GROK, ANTI, ANTI, ANTI, ANTI]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"steps": [3, 2, 4]}, "strictly increasing"),
+    ({"train_acc": [0.1, 0.2]}, "one value per checkpoint"),
+    ({"test_acc": [10, 50, 90]}, r"fractions in \[0, 1\].*percentages"),
+    ({"test_acc": [0.1, np.nan, 0.3]}, "must be finite"),
+    ({"drop": 0.0}, r"drop must be in \(0"),
+    ({"rise_fraction": 1.5}, "rise_fraction must be in"),
+    ({"train_threshold": "high"}, "train_threshold must be a real number"),
+    ({"steps": [[1, 2, 3]]}, "must be 1-D"),
+])
+def test_phases_from_accuracy_rejects_bad_input(kwargs, match):
+    args = {"steps": [1, 2, 3], "train_acc": [0.5, 1.0, 1.0], "test_acc": [0.1, 0.5, 0.9]}
+    args.update(kwargs)
+    exc = TypeError if kwargs.get("train_threshold") == "high" else ValueError
+    with pytest.raises(exc, match=match):
+        phases_from_accuracy(args.pop("steps"), args.pop("train_acc"), args.pop("test_acc"), **args)
+
+
+def test_phase_agreement():
+    assert phase_agreement([PRE, GROK, ANTI, ANTI], [PRE, GROK, GROK, ANTI]) == 0.75
+    with pytest.raises(ValueError, match="equal length"):
+        phase_agreement([PRE], [PRE, GROK])
+
+
+# ----------------------------------------------------------------------------- classifier
+def _table(alpha, traps, train=None):
+    t = {"alpha": np.asarray(alpha, float), "n_traps": np.asarray(traps, float)}
+    if train is not None:
+        t["train_acc"] = np.asarray(train, float)
+    return t
+
+
+def test_default_rules_follow_the_study_table():
+    # The study's phase means (REFERENCES.md, Prakash & Martin Table): mean alpha 4.0 / 2.9 / 1.1,
+    # traps 0 / 0 / >0.
+    feats = _table([6.0, 4.0, 2.9, 1.1], [0, 0, 0, 8], [0.5, 1, 1, 1])
+    assert PhaseClassifier().predict(feats).tolist() == [PRE, PRE, GROK, ANTI]
+
+
+def test_weight_decay_control_traps_without_low_alpha_is_not_a_collapse():
+    # The WD 0.01 control has traps (FC1: 2, FC2: 1) but no collapse; with the default rule "both",
+    # traps at alpha above 2 do not flag anti-grokking.
+    feats = _table([4.5, 3.0, 2.7, 2.6], [0, 0, 3, 3], [1, 1, 1, 1])
+    assert ANTI not in PhaseClassifier().predict(feats)
+    assert PhaseClassifier(anti_rule="traps").predict(feats)[-1] == ANTI
+
+
+def test_unfitted_training_set_keeps_pre_grokking():
+    feats = _table([3.0, 2.5], [0, 0], [0.5, 0.7])
+    assert (PhaseClassifier().predict(feats) == PRE).all()
+    assert (PhaseClassifier(use_train_acc=False).predict(feats) == GROK).all()
+
+
+def test_patience_and_causal_mode():
+    feats = _table([5, 5, 3, 3, 3, 1.5, 1.5, 1.5], [0, 0, 0, 0, 0, 2, 2, 2])
+    offline = PhaseClassifier(patience=2).predict(feats)
+    causal = PhaseClassifier(patience=2, causal=True).predict(feats)
+    assert offline.tolist() == [PRE, PRE, GROK, GROK, GROK, ANTI, ANTI, ANTI]
+    # causal: a switch is reported at the checkpoint completing the 2-checkpoint streak
+    assert causal.tolist() == [PRE, PRE, PRE, GROK, GROK, GROK, ANTI, ANTI]
+
+
+def test_causal_label_at_t_ignores_the_future():
+    rng = np.random.default_rng(0)
+    alpha = np.concatenate([rng.uniform(3.5, 6, 10), rng.uniform(2.1, 3.4, 10), rng.uniform(0.8, 1.9, 10)])
+    traps = np.concatenate([np.zeros(20), rng.integers(0, 4, 10)])
+    clf = PhaseClassifier(causal=True, patience=2)
+    full = clf.predict(_table(alpha, traps))
+    for t in range(1, 31):
+        prefix = clf.predict(_table(alpha[:t], traps[:t]))
+        np.testing.assert_array_equal(prefix, full[:t])
+        label, conf = clf.predict_step([{"alpha": a, "n_traps": k} for a, k in zip(alpha[:t], traps[:t])])
+        assert label == full[t - 1]
+        assert 0.0 < conf < 1.0
+
+
+def test_predict_step_is_causal_even_for_an_offline_classifier():
+    clf = PhaseClassifier(patience=3)  # offline would date the switch back 2 checkpoints
+    hist = [{"alpha": 5.0, "n_traps": 0}] + [{"alpha": 3.0, "n_traps": 0}] * 2
+    assert clf.predict_step(hist)[0] == PRE
+    assert clf.predict(_table([5, 3, 3], [0, 0, 0])).tolist() == [PRE, PRE, PRE]
+    assert clf.causal is False
+
+
+def test_transition_steps_and_confidence():
+    feats = _table([5, 4, 3, 2.5, 1.5, 1.0], [0, 0, 0, 0, 1, 5])
+    feats["step"] = [1, 10, 100, 1000, 10000, 100000]
+    clf = PhaseClassifier()
+    assert clf.transition_steps(feats) == {GROK: 100, ANTI: 10000}
+    conf = clf.confidence(feats)
+    # margins in alpha_scale units (0.25): alpha 5 vs alpha_grok 3.45 -> 6.2 -> logistic ~0.998
+    np.testing.assert_allclose(conf[0], 1 / (1 + np.exp(-(5 - 3.45) / 0.25)))
+    # anti with rule "both": min((2 - 1.0)/0.25, 5 - 0.5) = 4 -> logistic(4)
+    np.testing.assert_allclose(conf[-1], 1 / (1 + np.exp(-4.0)))
+    assert clf.transition_steps(_table([5, 5], [0, 0])) == {GROK: None, ANTI: None}
+
+
+def test_fit_recovers_thresholds_from_labelled_runs():
+    # Runs generated by a known rule: grokking when alpha <= 3.0, anti when traps >= 2 (alone).
+    rng = np.random.default_rng(1)
+    runs, labels = [], []
+    for _ in range(4):
+        alpha = np.sort(rng.uniform(2.2, 6.0, 40))[::-1]
+        traps = np.zeros(40)
+        k0 = int(rng.integers(28, 36))
+        traps[k0:] = rng.integers(2, 6, 40 - k0)
+        traps[k0 - 3:k0] = 1  # single traps before the collapse: noise the rule must ignore
+        lab = np.where(alpha <= 3.0, GROK, PRE).astype(object)
+        lab[k0:] = ANTI
+        runs.append(_table(alpha, traps))
+        labels.append(lab.astype(str))
+    clf = PhaseClassifier()
+    default_acc = np.mean([phase_agreement(clf.predict(r), lab) for r, lab in zip(runs, labels)])
+    assert clf.fit(runs, labels) is clf
+    assert clf.train_agreement_ == 1.0 > default_acc
+    # the trap rule is recovered ("either" with an alpha_anti below every alpha is the same rule)
+    assert clf.thresholds_["min_traps"] == 2
+    assert clf.thresholds_["anti_rule"] == "traps" or clf.thresholds_["alpha_anti"] < 2.2
+    for r, lab in zip(runs, labels):
+        np.testing.assert_array_equal(clf.predict(r), lab)
+    assert clf.n_runs_ == 4
+    assert clf.get_params() == PhaseClassifier().get_params()  # fit never changes the parameters
+
+
+def test_estimator_contract():
+    clf = PhaseClassifier(alpha_grok=3.0, causal=True)
+    assert clf.get_params()["alpha_grok"] == 3.0
+    assert clf.set_params(alpha_grok=3.2) is clf and clf.alpha_grok == 3.2
+    assert "alpha_grok=3.2" in repr(clf) and "causal=True" in repr(clf)
+    clone = PhaseClassifier(**clf.get_params())
+    assert clone.get_params() == clf.get_params()
+    with pytest.raises(NotFittedError, match="not fitted yet.*fit"):
+        clf.thresholds_
+    assert not hasattr(clf, "train_agreement_")
+    with pytest.raises(TypeError):
+        PhaseClassifier(3.0)  # keyword-only
+    with pytest.raises(ValueError, match="Invalid parameter 'alpha'"):
+        clf.set_params(alpha=1)
+
+
+@pytest.mark.parametrize(("params", "exc", "match"), [
+    ({"alpha_grok": -1.0}, ValueError, "alpha_grok must be a positive"),
+    ({"alpha_grok": 2.0, "alpha_anti": 3.0}, ValueError, "alpha_anti must not exceed alpha_grok"),
+    ({"anti_rule": "any"}, ValueError, "anti_rule must be one of"),
+    ({"patience": 0}, ValueError, "patience must be an integer >= 1"),
+    ({"min_traps": 1.5}, TypeError, "min_traps must be an integer"),
+    ({"causal": "yes"}, TypeError, "causal must be True or False"),
+    ({"layers": "fc1"}, ValueError, "layers must be 'auto' or a non-empty list"),
+])
+def test_bad_parameters_raise_at_use(params, exc, match):
+    clf = PhaseClassifier(**params)  # __init__ only stores (scikit-learn contract)
+    with pytest.raises(exc, match=match):
+        clf.predict(_table([3.0], [0]))
+
+
+def test_bad_features_and_labels():
+    clf = PhaseClassifier()
+    with pytest.raises(ValueError, match="no 'n_traps' column"):
+        clf.predict({"alpha": [3.0]})
+    with pytest.raises(TypeError, match="must be a Trajectory, a mapping"):
+        clf.predict(42)
+    with pytest.raises(ValueError, match="n_traps must have one value per checkpoint"):
+        clf.predict({"alpha": [3.0, 2.0], "n_traps": [0]})
+    with pytest.raises(ValueError, match=r"labels\[0\] must only hold"):
+        clf.fit([_table([3.0, 2.0], [0, 0])], [["pre", "grok"]])
+    with pytest.raises(ValueError, match="same length"):
+        clf.fit([_table([3.0], [0])], [])
+    with pytest.raises(ValueError, match=r"labels\[0\] must have one label per checkpoint"):
+        clf.fit([_table([3.0, 2.0], [0, 0])], [[PRE]])
+
+
+# ----------------------------------------------------------------------------- on a Trajectory
+@dataclass(frozen=True)
+class _Layer:  # stand-in for analyze.LayerReport (only the fields the classifier reads)
+    name: str
+    shape: tuple
+    alpha: float
+    n_traps: int
+
+
+@dataclass(frozen=True)
+class _Report:  # stand-in for analyze.ModelReport
+    layers: list
+
+
+def test_classifier_reads_a_trajectory_and_skips_the_small_head():
+    from htsr_diag.trajectory import Trajectory
+
+    fc1 = [5.0, 3.0, 1.5]
+    fc2 = [3.0, 2.8, 1.0]
+    head = [50.0, 50.0, 50.0]  # a 10x200 head's fit would swamp the mean: must be excluded
+    reports = [_Report([_Layer("fc1", (200, 784), a, 0 if j < 2 else 3), _Layer("fc2", (200, 200), b, 0 if j < 2 else 1),
+                        _Layer("fc3", (10, 200), c, 9)]) for j, (a, b, c) in enumerate(zip(fc1, fc2, head))]
+    traj = Trajectory(steps=[0, 10, 100], reports=reports, metrics={"train_acc": [0.5, 1.0, 1.0]})
+    clf = PhaseClassifier()
+    table = clf.features(traj)
+    np.testing.assert_allclose(table["alpha"], [4.0, 2.9, 1.25])  # mean of fc1, fc2
+    np.testing.assert_allclose(table["n_traps"], [0, 0, 4])
+    assert clf.predict(traj).tolist() == [PRE, GROK, ANTI]
+    assert PhaseClassifier(layers=["fc3"]).predict(traj).tolist() == [PRE, PRE, PRE]
+    assert clf.report_features(reports[2], train_acc=1.0) == {"alpha": 1.25, "n_traps": 4.0, "train_acc": 1.0}
+    with pytest.raises(ValueError, match=r"layers names \['fc9'\] not found"):
+        PhaseClassifier(layers=["fc9"]).predict(traj)
+    assert set(PHASES) == {PRE, GROK, ANTI}
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fit_score_equals_the_agreement_of_its_own_predictions(causal):
+    # The vectorised search must score a candidate exactly as predict() + phase_agreement do.
+    rng = np.random.default_rng(7)
+    runs, labels = [], []
+    for _ in range(3):
+        n = 30
+        alpha = rng.uniform(1.0, 6.0, n)
+        traps = rng.integers(0, 4, n).astype(float)
+        train = np.where(np.arange(n) < 3, 0.5, 1.0)
+        lab = np.asarray(PHASES)[np.sort(rng.integers(0, 3, n))]
+        runs.append(_table(alpha, traps, train))
+        labels.append(lab)
+    clf = PhaseClassifier(causal=causal).fit(runs, labels)
+    measured = np.mean([phase_agreement(clf.predict(r), lab) for r, lab in zip(runs, labels)])
+    assert clf.train_agreement_ == pytest.approx(measured, abs=1e-9)
+    # and no candidate of the default rules scores better than the fitted ones
+    default = np.mean([phase_agreement(PhaseClassifier(causal=causal).predict(r), lab)
+                       for r, lab in zip(runs, labels)])
+    assert clf.train_agreement_ >= default
