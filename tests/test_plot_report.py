@@ -1,0 +1,254 @@
+"""Tests of the figures (htsr_diag.plot) and the run-folder report (htsr_diag.report)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg", force=True)
+import matplotlib.pyplot as plt  # noqa: E402
+
+from htsr_diag import plot  # noqa: E402
+from htsr_diag.report import (  # noqa: E402
+    RunReport,
+    check_run_dir,
+    representative_checkpoints,
+    write_report,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PRE, GROK, ANTI = "pre-grokking", "grokking", "anti-grokking"
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+# ----------------------------------------------------------------------------- plot
+def test_plot_functions_return_axes_and_draw_on_given_axes():
+    fig, ax = plt.subplots()
+    steps = [0, 1, 10, 100]
+    assert plot.plot_accuracy(steps, [0.1, 0.5, 1, 1], [0.1, 0.2, 0.8, 0.6], ax=ax) is ax
+    assert [ln.get_label() for ln in ax.get_lines()] == ["train accuracy", "test accuracy"]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [0.1, 0.2, 0.8, 0.6])
+    # step 0 present: symlog axis; all positive: log axis
+    assert ax.get_xscale() == "symlog"
+    ax2 = plot.plot_alpha([1, 10, 100], {"fc1": [5, 3, 1.5], "fc2": [3, 2.5, 1.9]})
+    assert ax2.get_xscale() == "log"
+    labels = [ln.get_label() for ln in ax2.get_lines()]
+    assert labels == ["alpha fc1", "alpha fc2", "alpha = 2"]
+    assert ax2.get_lines()[-1].get_ydata()[0] == 2.0  # the reference line at alpha = 2
+    ax3 = plot.plot_traps([1, 10, 100], {"fc1": [0, 0, 7]})
+    assert ax3.get_ylabel() == "correlation traps"
+
+
+def test_phase_bands_merge_runs_and_split_at_geometric_midpoints():
+    ax = plot.plot_phase_bands([1, 10, 100, 1000], [PRE, PRE, GROK, ANTI])
+    spans = [p for p in ax.patches]
+    assert len(spans) == 3  # the two pre-grokking checkpoints form one band
+    # band edges: first step, sqrt(10 * 100) = 31.62..., sqrt(100 * 1000) = 316.2..., last step
+    np.testing.assert_allclose([p.get_x() for p in spans], [1, np.sqrt(1000), np.sqrt(1e5)])
+    np.testing.assert_allclose([p.get_x() + p.get_width() for p in spans], [np.sqrt(1000), np.sqrt(1e5), 1000])
+    colors = [matplotlib.colors.to_hex(p.get_facecolor()) for p in spans]
+    assert colors == [plot.PHASE_COLORS[PRE], plot.PHASE_COLORS[GROK], plot.PHASE_COLORS[ANTI]]
+
+
+def test_phase_bands_unknown_label_is_left_unshaded():
+    ax = plot.plot_phase_bands([1, 10, 100], ["", GROK, GROK])
+    assert len(ax.patches) == 1
+
+
+@pytest.mark.parametrize("steps, labels, match", [
+    ([10, 1], [PRE, PRE], "strictly increasing"),
+    ([], [], "at least one"),
+    ([-1, 2], [PRE, PRE], "finite and >= 0"),
+    ([1, 2, 3], [PRE, PRE], "one entry per step; got 2 labels for 3 steps"),
+])
+def test_phase_bands_bad_input(steps, labels, match):
+    with pytest.raises(ValueError, match=match):
+        plot.plot_phase_bands(steps, labels)
+
+
+def test_plot_esd_draws_the_fitted_power_law_density():
+    rng = np.random.default_rng(0)
+    ev = rng.pareto(1.5, 400) + 1.0
+
+    class Fit:  # stands for a PowerLawFit: only alpha, xmin, n_tail are read
+        alpha, xmin, n_tail = 2.5, 2.0, 100
+
+    ax = plot.plot_esd(ev, fit=Fit())
+    line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("power law"))
+    x, y = line.get_xdata(), line.get_ydata()
+    # closed form: (n_tail / m) (alpha - 1) / xmin (x / xmin)^-alpha
+    np.testing.assert_allclose(y, 100 / 400 * 1.5 / 2.0 * (x / 2.0) ** -2.5)
+    assert x.min() == pytest.approx(2.0) and x.max() == pytest.approx(ev.max())
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    # the histogram is a density over all m eigenvalues: integral = 1
+    stairs = ax.patches[0]
+    heights, edges = stairs.get_data().values, stairs.get_data().edges
+    assert np.sum(heights * np.diff(edges)) == pytest.approx(1.0)
+
+
+def test_plot_esd_without_positive_eigenvalues_says_so():
+    ax = plot.plot_esd(np.zeros(5))
+    assert ax.texts[0].get_text() == "no positive eigenvalues"
+
+
+def test_plot_shuffled_esd_mp_density_edge_and_traps():
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((400, 100))
+    ev = np.linalg.eigvalsh(W.T @ W)
+    ev = np.append(ev / ev.mean(), [4.0, 5.0])  # two outliers above the edge
+    ax = plot.plot_shuffled_esd(ev, q=4.0, sigma=1.0, threshold=3.0, n_traps=2)
+    mp = next(ln for ln in ax.get_lines() if ln.get_label().startswith("MP fit"))
+    x, y = mp.get_xdata(), mp.get_ydata()
+    # MP support for q = 4, sigma = 1: [(1 - 1/2)^2, (1 + 1/2)^2] = [0.25, 2.25]
+    assert x.min() > 0.25 and x.max() < 2.25
+    # the MP density integrates to 1 over its support (closed form: it is a probability law)
+    assert np.trapezoid(y, x) == pytest.approx(1.0, abs=0.01)
+    vlines = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_label() in
+              ("MP edge", "trap threshold")}
+    assert vlines == {"MP edge": pytest.approx(2.25), "trap threshold": 3.0}
+    traps = next(ln for ln in ax.get_lines() if "trap(s)" in ln.get_label())
+    assert traps.get_label() == "2 trap(s)"
+    np.testing.assert_allclose(traps.get_xdata(), [4.0, 5.0])
+
+
+def test_plot_phases_levels_and_reference_bands():
+    ax = plot.plot_phases([1, 10, 100], [PRE, GROK, ANTI], reference=[PRE, PRE, GROK])
+    line = ax.get_lines()[0]
+    np.testing.assert_array_equal(line.get_ydata(), [0, 1, 2])
+    assert len(ax.patches) == 2
+
+
+def test_figures_have_expected_panels():
+    fig = plot.figure_overview([0, 1, 10, 100], train_acc=[0.1, 0.9, 1, 1], test_acc=[0.1, 0.2, 0.8, 0.6],
+                               alphas={"fc1": [6, 5, 3, 1.5]}, traps={"fc1": [0, 0, 0, 4]},
+                               predicted=[PRE, PRE, GROK, ANTI], from_accuracy=[PRE, PRE, GROK, ANTI])
+    assert len(fig.axes) == 3
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "from accuracy: grokking" in legend and "predicted: anti-grokking" in legend
+    fig2 = plot.figure_baselines([1, 10, 100], {"l2_norm": [1, 2, 3], "weight_entropy": [3, 2, 1],
+                                                "activation_sparsity": [0.1, 0.2, 0.3]})
+    visible = [ax for ax in fig2.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["l2 norm", "weight entropy", "activation sparsity"]
+
+
+def test_use_agg_switches_backend():
+    plot.use_agg()
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+# ----------------------------------------------------------------------------- report helpers
+def test_representative_checkpoints():
+    steps = [0, 1, 10, 100, 1000, 2000]
+    labels = [PRE, PRE, PRE, GROK, GROK, ANTI]
+    te = [0.1, 0.1, 0.2, 0.9, 0.8, 0.5]
+    # pre: middle of indices 0..2 -> 1; grok: peak test accuracy (index 3); anti: last checkpoint
+    assert representative_checkpoints(steps, labels, te) == {PRE: 1, GROK: 3, ANTI: 5}
+    assert representative_checkpoints(steps, labels) == {PRE: 1, GROK: 3, ANTI: 5}
+    assert representative_checkpoints([1, 2], [PRE, PRE]) == {PRE: 0}
+
+
+def test_check_run_dir_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"run_dir '.*nope' does not exist"):
+        check_run_dir(tmp_path / "nope")
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"'.*file\.txt' is a file, not a run folder"):
+        check_run_dir(f)
+    with pytest.raises(ValueError, match=r"is not a run folder: it has no checkpoints/ folder"):
+        check_run_dir(tmp_path)
+    (tmp_path / "member_00").mkdir()
+    with pytest.raises(ValueError, match=r"ensemble folder; pass one member"):
+        check_run_dir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(ValueError, match="has no checkpoint files"):
+        check_run_dir(tmp_path)
+    with pytest.raises(TypeError, match="run_dir must be a path"):
+        check_run_dir(3)
+
+
+def test_write_report_needs_a_source(tmp_path):
+    with pytest.raises(ValueError, match="needs run_dir .* or trajectory"):
+        write_report(None, tmp_path)
+
+
+# ----------------------------------------------------------------------------- a real run
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A real 300-step run of the reference MLP (a few seconds on CPU)."""
+    from htsr_diag.train import PRESETS, train
+
+    cfg = PRESETS["fast"].replace(steps=300, checkpoints_per_decade=3, seed=0)
+    return Path(train(cfg, tmp_path_factory.mktemp("run") / "fast300"))
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, tmp_path_factory) -> RunReport:
+    return write_report(run_dir, tmp_path_factory.mktemp("report"), rng=0)
+
+
+def test_report_writes_every_file(report):
+    for key, path in report.figures.items():
+        data = path.read_bytes()
+        assert data[:8] == PNG_MAGIC, key
+        assert len(data) > 10_000, key  # a rendered figure, not an empty canvas
+    assert set(report.figures) == {"overview", "esd", "shuffled_esd", "baselines"}
+    for key, path in report.files.items():
+        assert path.is_file() and path.stat().st_size > 0, key
+
+
+def test_report_html_embeds_and_links_every_figure(report):
+    page = report.html.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    for path in report.figures.values():
+        assert f"href='{path.name}'" in page
+        assert f"data-file='{path.name}'" in page
+    uris = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(uris) == 4
+    import base64
+
+    assert sorted(base64.b64decode(u)[:8] for u in uris) == [PNG_MAGIC] * 4
+    # the embedded images are the written files
+    assert base64.b64decode(uris[0]) == report.figures["overview"].read_bytes()
+
+
+def test_report_tables_are_consistent_with_the_trajectory(report, run_dir):
+    from htsr_diag.train import list_checkpoints, read_metrics
+    from htsr_diag.trajectory import Trajectory
+
+    steps = [s for s, _ in list_checkpoints(run_dir)]
+    assert report.steps.tolist() == steps
+    traj = Trajectory.from_json(report.files["trajectory_json"])
+    assert traj.steps.tolist() == steps
+    rows = report.files["phases_csv"].read_text().splitlines()
+    assert rows[0].split(",") == ["step", "train_acc", "test_acc", "mean_alpha", "n_traps", "predicted",
+                                  "confidence", "from_accuracy"]
+    assert [int(r.split(",")[0]) for r in rows[1:]] == steps
+    summary = json.loads(report.files["summary_json"].read_text())
+    assert summary["n_checkpoints"] == len(steps)
+    assert summary["first_step"] == steps[0] and summary["last_step"] == steps[-1]
+    metrics = {int(r["step"]): r for r in read_metrics(run_dir)}
+    peak_step = max((s for s in steps if s in metrics), key=lambda s: metrics[s]["test_acc"])
+    assert summary["peak_test_step"] == peak_step
+    assert summary["peak_test_acc"] == pytest.approx(metrics[peak_step]["test_acc"])
+    text = report.files["summary_txt"].read_text()
+    assert "peak test accuracy" in text and "anti-grokking alarm" in text
+    assert f"{summary['peak_test_acc']:.3f}" in text
+
+
+def test_report_from_trajectory_without_run_folder(report, tmp_path):
+    from htsr_diag.trajectory import Trajectory
+
+    traj = Trajectory.from_json(report.files["trajectory_json"])
+    rep = write_report(trajectory=traj, out_dir=tmp_path)
+    assert rep.figures["esd"].read_bytes()[:8] == PNG_MAGIC
+    assert rep.summary.n_checkpoints == len(traj.steps)
