@@ -1,0 +1,355 @@
+"""A training-loop hook: HTSR analysis on a log-spaced schedule and an anti-grokking alarm.
+
+:class:`Monitor` is called once per optimisation step. Off the schedule a call costs one
+integer comparison; on the schedule it runs :func:`htsr_diag.analyze.analyze` on the
+model where it lives (a CUDA model is analysed on its GPU; only the eigenvalues come back
+to the host), feeds the weight-only features to a causal
+:class:`~htsr_diag.phases.PhaseClassifier` and reports the current phase. When the phase
+changes it calls ``on_phase_change``; when anti-grokking begins it also logs a warning on
+the ``htsr_diag.monitor`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from ._validation import check_positive_int
+
+__all__ = ["Monitor", "MonitorRecord", "log_schedule"]
+
+logger = logging.getLogger(__name__)
+
+
+def log_schedule(per_decade: int = 10, *, start: int = 0) -> Iterator[int]:
+    """Log-spaced training steps: ``start``, then ``round(10**(k / per_decade))`` without repeats.
+
+    Parameters
+    ----------
+    per_decade : int, default 10
+        Points per factor of 10 (the study's figures use 20-50 per decade on 10^7 steps).
+    start : int, default 0
+        First step yielded (0 = the initialisation); later steps are the log-spaced ones
+        above it.
+
+    Yields
+    ------
+    int
+        Strictly increasing steps, without end.
+
+    Examples
+    --------
+    >>> import itertools
+    >>> list(itertools.islice(log_schedule(4), 10))
+    [0, 1, 2, 3, 6, 10, 18, 32, 56, 100]
+    """
+    per_decade = check_positive_int(per_decade, "per_decade")
+    if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0:
+        raise ValueError(f"start must be a non-negative int; got {start!r}.")
+    last = int(start)
+    yield last
+    k = 0
+    while True:
+        s = int(round(10.0 ** (k / per_decade)))
+        k += 1
+        if s > last:
+            last = s
+            yield s
+
+
+@dataclass(frozen=True)
+class MonitorRecord:
+    """One analysed checkpoint of a monitored run.
+
+    Attributes
+    ----------
+    step : int
+        Training step of the analysis.
+    phase : str
+        Causal phase label at this step (``"pre-grokking"``, ``"grokking"``,
+        ``"anti-grokking"``).
+    confidence : float
+        The classifier's confidence in ``phase`` (0..1, a heuristic score).
+    alpha : float
+        Mean alpha over the classifier's layers (NaN if no fit).
+    n_traps : float
+        Correlation traps summed over the classifier's layers.
+    train_acc : float
+        Training accuracy passed to :meth:`Monitor.step` (NaN if none).
+    layer_alpha : dict of str -> float
+        Alpha of every analysed layer.
+    layer_traps : dict of str -> float
+        Trap count of every analysed layer (NaN without ``randomize``).
+    seconds : float
+        Wall time of the analysis.
+    report : ModelReport
+        The full :func:`~htsr_diag.analyze.analyze` result.
+    """
+
+    step: int
+    phase: str
+    confidence: float
+    alpha: float
+    n_traps: float
+    train_acc: float
+    layer_alpha: dict[str, float]
+    layer_traps: dict[str, float]
+    seconds: float
+    report: Any = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (the full report under ``"report"``)."""
+        out = {k: getattr(self, k) for k in ("step", "phase", "confidence", "alpha", "n_traps",
+                                             "train_acc", "seconds")}
+        out["layer_alpha"] = dict(self.layer_alpha)
+        out["layer_traps"] = dict(self.layer_traps)
+        out["report"] = self.report.to_dict() if hasattr(self.report, "to_dict") else None
+        return out
+
+
+class _Schedule:
+    """Next scheduled step; ``due(step)`` is one comparison until the step is reached."""
+
+    def __init__(self, it: Iterator[int]):
+        self._it = it
+        self.next: float = -1
+        self._advance(-1)
+
+    def _advance(self, past: int) -> None:
+        for s in self._it:
+            if s > past:
+                self.next = s
+                return
+        self.next = math.inf
+
+    def due(self, step: int) -> bool:
+        if step < self.next:
+            return False
+        self._advance(step)
+        return True
+
+
+def _schedule_iter(schedule: Any, per_decade: int) -> Iterator[int]:
+    if isinstance(schedule, str):
+        if schedule != "log":
+            raise ValueError(f"schedule must be 'log', a positive int (every n steps) or an increasing "
+                             f"sequence of steps; got {schedule!r}.")
+        return log_schedule(per_decade)
+    if isinstance(schedule, numbers.Integral) and not isinstance(schedule, bool):
+        every = check_positive_int(schedule, "schedule")
+        return iter(range(0, 2**62, every))
+    if isinstance(schedule, Iterable):
+        steps = list(schedule)
+        if not steps or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0
+                                for s in steps):
+            raise ValueError(f"schedule must be a non-empty sequence of non-negative int steps; got "
+                             f"{steps[:5]!r}.")
+        arr = np.asarray(steps, dtype=np.int64)
+        if np.any(np.diff(arr) <= 0):
+            raise ValueError("schedule must be strictly increasing; sort the steps and drop repeats.")
+        return iter(arr.tolist())
+    raise TypeError(f"schedule must be 'log', a positive int or a sequence of steps; got "
+                    f"{type(schedule).__name__}.")
+
+
+class Monitor:
+    """Watch a model during training: layer alpha, traps and the phase on a log schedule.
+
+    Call :meth:`step` once per optimisation step (after ``optimizer.step()``). Off the
+    schedule it returns None at once; on it, the model is analysed where it lives (no copy
+    of the weights to the CPU; only eigenvalues travel) and a :class:`MonitorRecord` is
+    returned and appended to :attr:`history`. The phase comes from a causal
+    :class:`~htsr_diag.phases.PhaseClassifier`: it only reads checkpoints up to the current
+    one, and never the test data.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model being trained (CPU or CUDA).
+    schedule : "log", int or sequence of int, default "log"
+        ``"log"``: step 0 then ``per_decade`` log-spaced steps per decade (see
+        :func:`log_schedule`); an int ``n``: every ``n`` steps; a sequence: those steps.
+        A step skipped by the caller is caught up at the next call.
+    per_decade : int, default 10
+        Density of the log schedule.
+    on_phase_change : callable, optional
+        ``on_phase_change(previous, record)`` when the phase differs from the previous
+        analysis (``previous`` is None at the first analysis, which only triggers it if
+        the run is not pre-grokking).
+    classifier : PhaseClassifier, optional
+        Default ``PhaseClassifier(causal=True)`` with its documented thresholds; pass a
+        fitted one to use calibrated thresholds.
+    randomize : bool, default True
+        Compute correlation traps (the earliest anti-grokking signal); False analyses
+        alpha only (faster; the classifier then relies on alpha).
+    layers : optional
+        Passed to :func:`~htsr_diag.analyze.analyze` (which layers to analyse).
+    rng : None, int or numpy Generator, default 0
+        Seed of the shuffles; the analysis at step ``s`` uses the stream
+        ``SeedSequence(rng, spawn_key=(s,))``, as :func:`~htsr_diag.analyze_checkpoints`
+        does, so a monitored run and its saved checkpoints give the same traps.
+
+    Attributes
+    ----------
+    history : list of MonitorRecord
+    phase : str or None
+        Phase at the last analysis (None before the first).
+    alarm_step : int or None
+        Step at which anti-grokking was first reported.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from htsr_diag import Monitor
+    >>> model = torch.nn.Sequential(torch.nn.Linear(100, 60), torch.nn.ReLU(), torch.nn.Linear(60, 10))
+    >>> mon = Monitor(model, per_decade=2)
+    >>> for step in range(12):
+    ...     rec = mon.step(step)            # analyses at steps 0, 1, 3, 10
+    >>> [r.step for r in mon.history], mon.phase
+    ([0, 1, 3, 10], 'pre-grokking')
+    """
+
+    def __init__(self, model: Any, *, schedule: Any = "log", per_decade: int = 10,
+                 on_phase_change: Callable[[str | None, MonitorRecord], Any] | None = None,
+                 classifier: Any = None, randomize: bool = True, layers: Any = None,
+                 rng: Any = 0) -> None:
+        if not hasattr(model, "named_parameters"):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}. "
+                            f"For a state dict or checkpoint file use htsr_diag.analyze().")
+        if on_phase_change is not None and not callable(on_phase_change):
+            raise TypeError(f"on_phase_change must be callable or None; got {type(on_phase_change).__name__}.")
+        if not isinstance(randomize, (bool, np.bool_)):
+            raise TypeError(f"randomize must be True or False; got {randomize!r}.")
+        per_decade = check_positive_int(per_decade, "per_decade")
+        if classifier is None:
+            from .phases import PhaseClassifier
+
+            classifier = PhaseClassifier(causal=True)
+        elif not (hasattr(classifier, "predict_step") and hasattr(classifier, "report_features")):
+            raise TypeError(f"classifier must be a PhaseClassifier (with predict_step and report_features); "
+                            f"got {type(classifier).__name__}.")
+        if rng is None:
+            self._entropy = int(np.random.SeedSequence().entropy)
+        elif isinstance(rng, np.random.Generator):
+            self._entropy = int(rng.integers(0, 2**63))
+        elif isinstance(rng, numbers.Integral) and not isinstance(rng, bool) and rng >= 0:
+            self._entropy = int(rng)
+        else:
+            raise TypeError(f"rng must be None, a non-negative int seed or a numpy Generator; got {rng!r}.")
+        self.model = model
+        self.on_phase_change = on_phase_change
+        self.classifier = classifier
+        self.randomize = bool(randomize)
+        self.layers = layers
+        self._schedule = _Schedule(_schedule_iter(schedule, per_decade))
+        self._counter = 0
+        self._features: list[dict[str, float]] = []
+        self.history: list[MonitorRecord] = []
+        self.phase: str | None = None
+        self.alarm_step: int | None = None
+
+    @property
+    def next_step(self) -> float:
+        """The next scheduled step (``inf`` when a finite schedule is exhausted)."""
+        return self._schedule.next
+
+    def step(self, step: int | None = None, *, train_acc: float | None = None,
+             force: bool = False) -> MonitorRecord | None:
+        """Record one training step; analyse the model if the step is on the schedule.
+
+        Parameters
+        ----------
+        step : int, optional
+            The training step just completed. None: an internal counter (0, 1, 2, ...
+            over the calls) is used.
+        train_acc : float, optional
+            Training accuracy in [0, 1] at this step (cheap to track in most loops). The
+            classifier only leaves pre-grokking once it is high; None means unknown.
+        force : bool, default False
+            Analyse now even if the step is off the schedule.
+
+        Returns
+        -------
+        MonitorRecord or None
+            None off the schedule.
+        """
+        if step is None:
+            step = self._counter
+        elif type(step) is not int:  # one identity test on the hot path; full check otherwise
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+                raise TypeError(f"step must be an int (the training step) or None; got {step!r}.")
+            step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be a non-negative int; got {step!r}.")
+        self._counter = step + 1
+        if not (self._schedule.due(step) or force):
+            return None
+        if train_acc is not None:
+            if isinstance(train_acc, bool) or not isinstance(train_acc, numbers.Real) \
+                    or not 0.0 <= float(train_acc) <= 1.0:
+                raise ValueError(f"train_acc must be a fraction in [0, 1] or None; got {train_acc!r}. "
+                                 f"Divide percentages by 100.")
+        return self._analyze(step, train_acc)
+
+    __call__ = step
+
+    def _analyze(self, step: int, train_acc: float | None) -> MonitorRecord:
+        import torch
+
+        from .analyze import analyze
+
+        t0 = time.perf_counter()
+        seq = np.random.SeedSequence(self._entropy, spawn_key=(step,))
+        rng = np.random.default_rng(seq.spawn(2)[0])
+        kwargs: dict[str, Any] = {"randomize": self.randomize, "ks": False, "rng": rng}
+        if self.layers is not None:
+            kwargs["layers"] = self.layers
+        with torch.no_grad():
+            report = analyze(self.model, **kwargs)
+        feats = self.classifier.report_features(report, train_acc=train_acc)
+        feats["step"] = float(step)
+        self._features.append(feats)
+        phase, confidence = self.classifier.predict_step(self._features)
+        record = MonitorRecord(
+            step=step, phase=phase, confidence=float(confidence), alpha=float(feats["alpha"]),
+            n_traps=float(feats["n_traps"]),
+            train_acc=float("nan") if train_acc is None else float(train_acc),
+            layer_alpha={lay.name: float(getattr(lay, "alpha", float("nan"))) for lay in report.layers},
+            layer_traps={lay.name: float(getattr(lay, "n_traps", float("nan"))) for lay in report.layers},
+            seconds=time.perf_counter() - t0, report=report)
+        self.history.append(record)
+        previous, self.phase = self.phase, phase
+        logger.debug("step %d: phase %s (alpha %.3f, traps %g, %.3fs)", step, phase, record.alpha,
+                     record.n_traps, record.seconds)
+        if phase != previous and not (previous is None and phase == "pre-grokking"):
+            if phase == "anti-grokking" and self.alarm_step is None:
+                self.alarm_step = step
+                logger.warning("anti-grokking began at step %d: mean alpha %.2f, %g correlation trap(s); "
+                               "the model has started to over-fit (test accuracy is likely falling).",
+                               step, record.alpha, record.n_traps)
+            else:
+                logger.info("step %d: phase %s -> %s", step, previous, phase)
+            if self.on_phase_change is not None:
+                self.on_phase_change(previous, record)
+        return record
+
+    def to_frame(self):
+        """The history as a pandas DataFrame, one row per analysis (pandas imported here)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover
+            raise ImportError('Monitor.to_frame needs pandas: pip install pandas') from exc
+        rows = []
+        for r in self.history:
+            row = {k: getattr(r, k) for k in ("step", "phase", "confidence", "alpha", "n_traps",
+                                              "train_acc", "seconds")}
+            row.update({f"alpha_{k}": v for k, v in r.layer_alpha.items()})
+            row.update({f"traps_{k}": v for k, v in r.layer_traps.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)

@@ -1,0 +1,206 @@
+"""Tests of the training-loop Monitor."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import htsr_diag.analyze as analyze_module
+from htsr_diag.monitor import Monitor, MonitorRecord, log_schedule
+from htsr_diag.phases import ANTI, PHASES, PRE, PhaseClassifier
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(64, 60), torch.nn.ReLU(), torch.nn.Linear(60, 10))
+
+
+def _data(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(128, 64, generator=g)
+    y = torch.randint(0, 10, (128,), generator=g)
+    return x, y
+
+
+def _train(model, monitor, steps, *, train_acc=None):
+    x, y = _data()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        monitor.step(step, train_acc=None if train_acc is None else train_acc(step))
+
+
+def test_log_schedule_values():
+    # round(10^(k/4)) = 1, 1.78 -> 2, 3.16 -> 3, 5.62 -> 6, 10, 17.8 -> 18, 31.6 -> 32, 56.2 -> 56, 100
+    assert list(itertools.islice(log_schedule(4), 10)) == [0, 1, 2, 3, 6, 10, 18, 32, 56, 100]
+    # 10 per decade: every integer below 10 that the rounding hits, then 10, 13, 16, 20, 25, ...
+    s = list(itertools.islice(log_schedule(10), 40))
+    assert s[:14] == [0, 1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32]
+    assert all(b > a for a, b in zip(s, s[1:]))
+    assert list(itertools.islice(log_schedule(1, start=5), 3)) == [5, 10, 100]
+
+
+def test_monitor_in_a_training_loop_analyses_on_schedule():
+    model = _model()
+    mon = Monitor(model, per_decade=4, rng=0)
+    _train(model, mon, 120)
+    assert [r.step for r in mon.history] == [0, 1, 2, 3, 6, 10, 18, 32, 56, 100]
+    assert mon.next_step == 178  # round(10^(9/4)) = 177.8
+    for rec in mon.history:
+        assert isinstance(rec, MonitorRecord)
+        assert rec.phase in PHASES
+        assert 0.0 < rec.confidence < 1.0
+        assert set(rec.layer_alpha) == {lay.name for lay in rec.report.layers}
+        assert np.isfinite(rec.layer_alpha[rec.report.layers[0].name])
+        assert np.isnan(rec.train_acc)
+    assert mon.phase == mon.history[-1].phase
+    frame = mon.to_frame()
+    assert frame["step"].tolist() == [r.step for r in mon.history]
+    json.dumps(mon.history[-1].to_dict())  # JSON-safe
+
+
+def test_monitor_record_equals_analyze_with_the_same_stream():
+    """The analysis at step s uses SeedSequence(rng, spawn_key=(s,)), as analyze_checkpoints does."""
+    model = _model(1)
+    mon = Monitor(model, schedule=[0, 5], rng=7)
+    _train(model, mon, 6)
+    rec = mon.history[-1]
+    rng = np.random.default_rng(np.random.SeedSequence(7, spawn_key=(5,)).spawn(2)[0])
+    direct = analyze_module.analyze(model, randomize=True, ks=False, rng=rng)
+    assert json.dumps(direct.to_dict(), sort_keys=True) == json.dumps(rec.report.to_dict(), sort_keys=True)
+    fc = rec.report.layers[0]
+    assert rec.layer_alpha[fc.name] == fc.alpha and rec.layer_traps[fc.name] == fc.n_traps
+
+
+def test_off_schedule_calls_do_not_analyse(monkeypatch):
+    calls = []
+    real = analyze_module.analyze
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analyze_module, "analyze", counting)
+    mon = Monitor(_model(), per_decade=2, randomize=False)
+    results = [mon.step() for _ in range(1000)]  # internal counter: steps 0..999
+    # log schedule, 2 per decade: 0, 1, 3, 10, 32, 100, 316 (round(10^2.5)) -> 7 analyses
+    assert len(calls) == 7
+    assert [i for i, r in enumerate(results) if r is not None] == [0, 1, 3, 10, 32, 100, 316]
+
+
+def test_skipped_scheduled_step_is_caught_up():
+    mon = Monitor(_model(), schedule=[0, 5, 50], randomize=False)
+    assert mon.step(0) is not None
+    assert mon.step(4) is None
+    assert mon.step(7) is not None  # step 5 was never called: caught up at 7
+    assert mon.step(8) is None
+    assert mon.next_step == 50
+    assert mon.step(8, force=True).step == 8
+
+
+def test_every_n_steps_schedule():
+    mon = Monitor(_model(), schedule=25, randomize=False)
+    steps = [s for s in range(80) if mon.step(s) is not None]
+    assert steps == [0, 25, 50, 75]
+
+
+def test_phase_change_callback_and_alarm_warning(caplog):
+    # a classifier whose anti rule fires on alpha < 40 once the training set is fitted
+    # (train_acc >= 0.99): the phase goes pre-grokking -> anti-grokking at the first
+    # analysis with train_acc = 1.0.
+    clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha")
+    seen = []
+    model = _model()
+    mon = Monitor(model, schedule=[0, 3, 6, 9], classifier=clf,
+                  on_phase_change=lambda prev, rec: seen.append((prev, rec.phase, rec.step)))
+    with caplog.at_level(logging.WARNING, logger="htsr_diag.monitor"):
+        _train(model, mon, 10, train_acc=lambda s: 0.5 if s < 5 else 1.0)
+    assert [r.phase for r in mon.history] == [PRE, PRE, ANTI, ANTI]
+    assert seen == [(PRE, ANTI, 6)]
+    assert mon.alarm_step == 6
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "anti-grokking began at step 6" in warnings[0].getMessage()
+
+
+def test_first_analysis_not_pre_grokking_triggers_callback():
+    clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha", use_train_acc=False)
+    seen = []
+    mon = Monitor(_model(), schedule=[0], classifier=clf, on_phase_change=lambda p, r: seen.append((p, r.phase)))
+    mon.step(0)
+    assert seen == [(None, ANTI)] and mon.alarm_step == 0
+
+
+def test_monitor_does_not_change_the_model_or_its_gradients():
+    model = _model()
+    x, y = _data()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.train()
+    Monitor(model, schedule=[0]).step(0)
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+
+
+@pytest.mark.gpu
+def test_monitor_on_a_cuda_model():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    model = _model().cuda()
+    mon = Monitor(model, schedule=[0, 2])
+    x, y = (t.cuda() for t in _data())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        mon.step(step)
+    assert all(p.is_cuda for p in model.parameters())
+    cpu = Monitor(_model().cpu(), schedule=[0], randomize=False)
+    cpu.model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    rec_cpu = cpu.step(0)
+    rec_gpu = mon.history[-1]
+    for name, a in rec_cpu.layer_alpha.items():
+        assert rec_gpu.layer_alpha[name] == pytest.approx(a, rel=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"schedule": "linear"}, ValueError, r"schedule must be 'log', a positive int .* got 'linear'"),
+    ({"schedule": 0}, ValueError, "schedule"),
+    ({"schedule": [5, 3]}, ValueError, "strictly increasing"),
+    ({"schedule": [-1]}, ValueError, "non-negative int steps"),
+    ({"schedule": 2.5}, TypeError, "schedule must be 'log', a positive int or a sequence"),
+    ({"per_decade": 0}, ValueError, "per_decade"),
+    ({"on_phase_change": 3}, TypeError, "on_phase_change must be callable"),
+    ({"classifier": object()}, TypeError, "classifier must be a PhaseClassifier"),
+    ({"randomize": "yes"}, TypeError, "randomize must be True or False"),
+    ({"rng": -1}, TypeError, "rng must be None, a non-negative int seed"),
+])
+def test_constructor_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        Monitor(_model(), **kwargs)
+
+
+def test_constructor_rejects_a_non_module():
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module; got dict"):
+        Monitor({"w": torch.zeros(3, 3)})
+
+
+def test_step_errors():
+    mon = Monitor(_model(), schedule=[0, 1], randomize=False)
+    with pytest.raises(ValueError, match=r"step must be a non-negative int; got -1"):
+        mon.step(-1)
+    with pytest.raises(TypeError, match=r"step must be an int .* got 1.5"):
+        mon.step(1.5)
+    with pytest.raises(ValueError, match=r"train_acc must be a fraction in \[0, 1\] .* got 95"):
+        mon.step(0, train_acc=95)
