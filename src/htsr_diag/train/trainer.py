@@ -1,0 +1,630 @@
+"""The reference trainer: R independent runs of the study's MLP trained as one batched model.
+
+A single run (:func:`train`) is an ensemble of one. Parameters of all members live in one
+``(R, P)`` tensor; the forward and backward passes are written out by hand with batched
+matmuls (``torch.baddbmm`` / ``torch.bmm``) and the optimiser is a batched AdamW with
+``torch.optim.AdamW`` semantics (per-member lr and weight decay). The tests check each member
+against an independent single-model loop (``nn.Module`` + autograd + ``torch.optim.AdamW``).
+
+Run folder (docs/architecture.md)::
+
+    RUN/config.json  RUN/metrics.jsonl  RUN/checkpoints/step_000001234.safetensors
+    RUN/state/resume.safetensors        (params + AdamW moments + step; for resuming)
+
+Every file is written to a temporary name, flushed, fsynced and renamed, so a kill never
+leaves a half-written checkpoint under a final name; ``metrics.jsonl`` is rewritten on resume
+without the lines past the resumed step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .._progress import Progress
+from .config import TrainConfig
+from .data import POOL_PER_CLASS, load_mnist, stratified_indices, training_pool
+from .model import PARAM_NAMES, init_mlp_params
+
+__all__ = [
+    "train",
+    "train_ensemble",
+    "checkpoint_steps",
+    "read_metrics",
+    "list_checkpoints",
+    "load_checkpoint",
+    "resolve_device",
+    "TrainingDivergedError",
+]
+
+logger = logging.getLogger(__name__)
+
+_STATE_FILE = "resume.safetensors"
+_STATE_PREV = "resume.prev.safetensors"
+_BLOCK = 1000                  # steps per block of pre-drawn batch indices
+_FINITE_CHECK_EVERY = 10_000   # steps between host-side finiteness checks (one sync each)
+_EVAL_CHUNK = 2500             # test images per evaluation chunk
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN/Inf; everything saved before is kept."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _version() -> str:
+    from .. import __version__
+    return __version__
+
+
+def _require_safetensors():
+    try:
+        import safetensors.torch as st
+    except ImportError as exc:  # pragma: no cover - dev installs have it
+        raise ImportError('the trainer writes safetensors checkpoints; install it with '
+                          'pip install "htsr-diag[safetensors]"') from exc
+    return st
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` without CUDA raises."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device must be available; got {str(device)!r} but torch.cuda.is_available() "
+                         f"is False. Use device='cpu' or 'auto'.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]'; got {str(device)!r}.")
+    return dev
+
+
+def checkpoint_steps(steps: int, per_decade: int) -> np.ndarray:
+    """Log-spaced checkpoint steps: 0, round(10**(k/per_decade)) for k >= 0 below ``steps``, and ``steps``.
+
+    Examples
+    --------
+    >>> checkpoint_steps(100, 2).tolist()
+    [0, 1, 3, 10, 32, 100]
+    """
+    n_max = int(math.floor(math.log10(steps) * per_decade + 1e-9)) if steps >= 1 else 0
+    grid = np.round(10.0 ** (np.arange(n_max + 1) / per_decade)).astype(np.int64)
+    out = np.unique(np.concatenate([[0], grid[grid <= steps], [steps]]))
+    return out.astype(np.int64)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    st = _require_safetensors()
+    _atomic_write_bytes(path, st.save(tensors, metadata=metadata))
+
+
+def _json_line(d: dict) -> str:
+    return json.dumps(d, allow_nan=True) + "\n"
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The metrics log of a run folder: one dict per evaluation, sorted by step.
+
+    A partial last line (a run killed while writing) is skipped; a repeated step keeps its
+    last line. Returns ``[]`` when the file does not exist.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows: dict[int, dict] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                continue  # partial write
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[int(row["step"])] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``[(step, path), ...]`` of the finished checkpoints of a run folder, by step.
+
+    Temporary files of an interrupted write are ignored.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.glob("step_*.safetensors"):
+        stem = p.name[len("step_"):-len(".safetensors")]
+        if stem.isdigit():
+            out.append((int(stem), p))
+    return sorted(out)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a trainer checkpoint (safetensors) as a state dict for :class:`MLP`.
+
+    Raises ``htsr_diag.CheckpointError`` for a missing, truncated or foreign file.
+    """
+    from ..exceptions import CheckpointError
+    st = _require_safetensors()
+    try:
+        sd = st.load_file(str(path), device=str(device))
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}. The file is missing or truncated; "
+                              f"delete it (a resumed run rewrites it).") from exc
+    missing = [n for n in PARAM_NAMES if n not in sd]
+    if missing:
+        raise CheckpointError(f"{path} is not an htsr_diag MLP checkpoint: missing {missing}.")
+    return sd
+
+
+# --------------------------------------------------------------------------- batched model
+@dataclass
+class _Layout:
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    size: int
+
+    @classmethod
+    def from_state(cls, sd: dict[str, torch.Tensor]) -> "_Layout":
+        shapes, offsets, off = [], [], 0
+        for n in PARAM_NAMES:
+            shapes.append(tuple(sd[n].shape))
+            offsets.append(off)
+            off += sd[n].numel()
+        return cls(PARAM_NAMES, tuple(shapes), tuple(offsets), off)
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        R = flat.shape[0]
+        return [flat[:, o:o + int(np.prod(s))].view(R, *s) for o, s in zip(self.offsets, self.shapes)]
+
+    def flatten(self, sd: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([sd[n].reshape(-1) for n in self.names])
+
+
+def _forward(views: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """x (R, B, in) -> outputs (R, B, 10)."""
+    W1, b1, W2, b2, W3, b3 = views
+    h1 = torch.baddbmm(b1.unsqueeze(1), x, W1.transpose(1, 2)).relu_()
+    h2 = torch.baddbmm(b2.unsqueeze(1), h1, W2.transpose(1, 2)).relu_()
+    return torch.baddbmm(b3.unsqueeze(1), h2, W3.transpose(1, 2))
+
+
+def _grad(views: list[torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Gradient of the mean-squared error (``nn.MSELoss()``) w.r.t. all parameters, (R, P)."""
+    W1, b1, W2, b2, W3, b3 = views
+    R, B = x.shape[0], x.shape[1]
+    h1 = torch.baddbmm(b1.unsqueeze(1), x, W1.transpose(1, 2)).relu_()
+    h2 = torch.baddbmm(b2.unsqueeze(1), h1, W2.transpose(1, 2)).relu_()
+    out = torch.baddbmm(b3.unsqueeze(1), h2, W3.transpose(1, 2))
+    g3 = out.sub_(t).mul_(2.0 / (B * t.shape[2]))                  # dL/d out
+    gW3 = torch.bmm(g3.transpose(1, 2), h2)
+    gb3 = g3.sum(1)
+    g2 = torch.bmm(g3, W3).masked_fill_(h2 <= 0, 0.0)               # ReLU backward (grad where out > 0)
+    gW2 = torch.bmm(g2.transpose(1, 2), h1)
+    gb2 = g2.sum(1)
+    g1 = torch.bmm(g2, W2).masked_fill_(h1 <= 0, 0.0)
+    gW1 = torch.bmm(g1.transpose(1, 2), x)
+    gb1 = g1.sum(1)
+    return torch.cat([g.reshape(R, -1) for g in (gW1, gb1, gW2, gb2, gW3, gb3)], dim=1)
+
+
+class _Engine:
+    """State and step of R batched runs (same architecture, data size, batch, dtype, betas, eps)."""
+
+    def __init__(self, configs: Sequence[TrainConfig], device: torch.device,
+                 x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor):
+        c0 = configs[0]
+        self.configs = list(configs)
+        self.R = len(configs)
+        self.device = device
+        self.dtype = c0.torch_dtype
+        self.B = c0.batch_size
+        self.beta1, self.beta2 = c0.betas
+        self.eps = c0.eps
+        sds = [init_mlp_params(c.hidden, c.init_scale, self.dtype, c.seed) for c in configs]
+        self.layout = _Layout.from_state(sds[0])
+        self.params = torch.stack([self.layout.flatten(sd) for sd in sds]).to(device)
+        self.exp_avg = torch.zeros_like(self.params)
+        self.exp_avg_sq = torch.zeros_like(self.params)
+        self.step = 0
+        kw = dict(device=device, dtype=self.dtype)
+        self.lr = torch.tensor([c.lr for c in configs], **kw).unsqueeze(1)
+        self.decay = torch.tensor([1.0 - c.lr * c.weight_decay for c in configs], **kw).unsqueeze(1)
+        self.t = torch.zeros((), **kw)                    # step counter on the device
+        self.x_train = x_train                            # (R, n, 784)
+        self.t_train = torch.nn.functional.one_hot(y_train, 10).to(self.dtype)  # (R, n, 10)
+        self.y_train = y_train
+        self.x_flat = x_train.reshape(-1, x_train.shape[-1])
+        self.t_flat = self.t_train.reshape(-1, 10)
+        self.n = x_train.shape[1]
+        self.x_test, self.y_test = x_test, y_test
+        self.t_test = torch.nn.functional.one_hot(y_test, 10).to(self.dtype)
+        self.offsets = (torch.arange(self.R, device=device) * self.n).view(self.R, 1)
+        self._gen = torch.Generator(device=device)
+        self.step_fn: Callable[[torch.Tensor], None] = self._step
+
+    # -------------------------------------------------------------- batches
+    def _epoch_perm(self, seed: int, epoch: int) -> torch.Tensor:
+        s = int(np.random.SeedSequence([seed, epoch, 0x5EED]).generate_state(1, np.uint64)[0] >> 1)
+        self._gen.manual_seed(s)
+        return torch.randperm(self.n, generator=self._gen, device=self.device)
+
+    def batch_indices(self, start: int, count: int) -> torch.Tensor:
+        """Indices (count, R, B) into each member's training set for steps start+1..start+count.
+
+        Member r's stream is the concatenation of seeded per-epoch permutations; step k (0-based)
+        takes positions k*B .. k*B+B-1 of it (a batch may straddle two epochs).
+        """
+        lo, hi = start * self.B, (start + count) * self.B
+        e0, e1 = lo // self.n, (hi - 1) // self.n
+        per_member = []
+        for c in self.configs:
+            stream = torch.cat([self._epoch_perm(c.seed, e) for e in range(e0, e1 + 1)])
+            per_member.append(stream[lo - e0 * self.n: hi - e0 * self.n].view(count, self.B))
+        return torch.stack(per_member, dim=1)
+
+    # -------------------------------------------------------------- one step
+    def _step(self, idx: torch.Tensor) -> None:
+        """One AdamW step for every member; idx (R, B). Pure device work, no host sync."""
+        flat = (idx + self.offsets).reshape(-1)
+        x = self.x_flat.index_select(0, flat).view(self.R, self.B, -1)
+        t = self.t_flat.index_select(0, flat).view(self.R, self.B, -1)
+        g = _grad(self.layout.views(self.params), x, t)
+        self.t += 1
+        bc1 = 1.0 - torch.pow(self.beta1, self.t)
+        bc2_sqrt = torch.sqrt(1.0 - torch.pow(self.beta2, self.t))
+        # torch.optim.AdamW: decoupled decay, then the Adam update with bias corrections
+        self.params.mul_(self.decay)
+        self.exp_avg.lerp_(g, 1.0 - self.beta1)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+        denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(self.eps)
+        self.params.addcmul_(self.exp_avg / denom, self.lr / bc1, value=-1.0)
+
+    def compile(self) -> None:
+        """Wrap the step in ``torch.compile`` (CUDA graphs on CUDA via mode="reduce-overhead")."""
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self.step_fn = torch.compile(self._step, mode=mode, dynamic=False)
+
+    # -------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, np.ndarray]:
+        """Loss (MSE) and accuracy on each member's full training set and the full test set."""
+        views = self.layout.views(self.params)
+        out = _forward(views, self.x_train)
+        tr_loss = ((out - self.t_train) ** 2).mean(dim=(1, 2))
+        tr_acc = (out.argmax(-1) == self.y_train).to(self.dtype).mean(1)
+        te_sq = torch.zeros(self.R, device=self.device, dtype=self.dtype)
+        te_ok = torch.zeros(self.R, device=self.device, dtype=self.dtype)
+        for i in range(0, self.x_test.shape[0], _EVAL_CHUNK):
+            xb = self.x_test[i:i + _EVAL_CHUNK].unsqueeze(0).expand(self.R, -1, -1)
+            ob = _forward(views, xb)
+            te_sq += ((ob - self.t_test[i:i + _EVAL_CHUNK]) ** 2).sum(dim=(1, 2))
+            te_ok += (ob.argmax(-1) == self.y_test[i:i + _EVAL_CHUNK]).to(self.dtype).sum(1)
+        n_test = self.x_test.shape[0]
+        l2 = self.params.pow(2).sum(1).sqrt()
+        stacked = torch.stack([tr_loss, tr_acc, te_sq / (n_test * 10), te_ok / n_test, l2]).cpu().double().numpy()
+        return dict(zip(("train_loss", "train_acc", "test_loss", "test_acc", "l2_norm"), stacked))
+
+    def member_state(self, r: int) -> dict[str, torch.Tensor]:
+        return {n: v[r].detach().contiguous().cpu() for n, v in zip(self.layout.names, self.layout.views(self.params))}
+
+
+# --------------------------------------------------------------------------- data
+def _member_data(cfg: TrainConfig, data) -> tuple[np.ndarray, np.ndarray]:
+    if cfg.n_train_per_class <= POOL_PER_CLASS:
+        pool = training_pool(data.train_y, data.train_index, POOL_PER_CLASS)
+    else:
+        if data.source == "bundled":
+            raise ValueError(f"n_train_per_class must be <= {POOL_PER_CLASS} with the bundled MNIST "
+                             f"subset; got {cfg.n_train_per_class}. Pass data_dir= with the full IDX files.")
+        pool = np.arange(data.n_train)
+    seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    idx = pool[stratified_indices(data.train_y[pool], cfg.n_train_per_class, seed)]
+    return data.train_x[idx], data.train_y[idx]
+
+
+def _check_compatible(configs: Sequence[TrainConfig]) -> None:
+    if not configs:
+        raise ValueError("configs must hold at least one TrainConfig; got an empty list.")
+    for c in configs:
+        if not isinstance(c, TrainConfig):
+            raise TypeError(f"configs must be TrainConfig objects; got {type(c).__name__}.")
+    shared = ("betas", "eps", "batch_size", "steps", "dtype", "init_scale", "hidden",
+              "n_train_per_class", "checkpoints_per_decade", "data_dir")
+    for name in shared:
+        values = {repr(getattr(c, name)) for c in configs}
+        if len(values) > 1:
+            raise ValueError(f"ensemble members must share {name}; got {sorted(values)}. Members may "
+                             f"differ only in seed, data_seed, lr and weight_decay; train the others "
+                             f"as a separate ensemble.")
+
+
+# --------------------------------------------------------------------------- run folders
+def _write_config(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
+    path = run_dir / "config.json"
+    new = dict(cfg.to_dict(), htsr_diag_version=_version())
+    if path.is_file():
+        if not resume:
+            raise ValueError(f"out_dir {run_dir} already holds a run (config.json); pass resume=True to "
+                             f"continue it or choose a new folder.")
+        old = TrainConfig.from_dict(json.loads(path.read_text())).to_dict()
+        diff = {k: (old[k], v) for k, v in cfg.to_dict().items()
+                if k not in ("device", "steps", "data_dir") and old.get(k) != v}
+        if diff:
+            raise ValueError(f"out_dir {run_dir} holds a run with a different config "
+                             f"(field: (saved, requested)) {diff}; choose a new folder to train this config.")
+    _atomic_write_bytes(path, (json.dumps(new, indent=2) + "\n").encode())
+
+
+def _truncate_metrics(run_dir: Path, upto: int) -> None:
+    rows = [r for r in read_metrics(run_dir) if r["step"] <= upto]
+    path = run_dir / "metrics.jsonl"
+    if path.exists() or rows:
+        _atomic_write_bytes(path, "".join(_json_line(r) for r in rows).encode())
+
+
+def _append_metrics(run_dir: Path, row: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(_json_line(row))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _clean_tmp(folder: Path) -> None:
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp-*"):
+            try:
+                p.unlink()
+            except OSError:  # pragma: no cover
+                pass
+
+
+def _save_state(state_dir: Path, eng: _Engine, wall: float) -> None:
+    meta = {"step": str(eng.step), "wall_time": repr(wall), "n_members": str(eng.R),
+            "htsr_diag_version": _version()}
+    tensors = {"params": eng.params.cpu().contiguous(), "exp_avg": eng.exp_avg.cpu().contiguous(),
+               "exp_avg_sq": eng.exp_avg_sq.cpu().contiguous()}
+    cur, prev = state_dir / _STATE_FILE, state_dir / _STATE_PREV
+    tmp = state_dir / f".{_STATE_FILE}.tmp-{os.getpid()}"
+    st = _require_safetensors()
+    with open(tmp, "wb") as fh:
+        fh.write(st.save(tensors, metadata=meta))
+        fh.flush()
+        os.fsync(fh.fileno())
+    if cur.exists():
+        os.replace(cur, prev)
+    os.replace(tmp, cur)
+
+
+def _load_state(state_dir: Path, eng: _Engine) -> float | None:
+    """Restore the newest readable state; returns the saved wall time, or None when none."""
+    st = _require_safetensors()
+    for name in (_STATE_FILE, _STATE_PREV):
+        path = state_dir / name
+        if not path.is_file():
+            continue
+        try:
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata()
+            tensors = st.load_file(str(path))
+            if tuple(tensors["params"].shape) != tuple(eng.params.shape) or tensors["params"].dtype != eng.dtype:
+                raise ValueError(f"shape {tuple(tensors['params'].shape)} / dtype {tensors['params'].dtype}")
+            step = int(meta["step"])
+        except Exception as exc:
+            logger.warning("ignoring unreadable resume state %s (%s)", path, exc)
+            continue
+        eng.params.copy_(tensors["params"])
+        eng.exp_avg.copy_(tensors["exp_avg"])
+        eng.exp_avg_sq.copy_(tensors["exp_avg_sq"])
+        eng.step = step
+        eng.t.fill_(step)
+        return float(meta.get("wall_time", "0"))
+    return None
+
+
+# --------------------------------------------------------------------------- public API
+def train(config: TrainConfig, out_dir: str | os.PathLike, *, device: str | torch.device | None = None,
+          progress: bool | None = None, resume: bool = True,
+          callback: Callable[[int], None] | None = None, compile: bool = False) -> Path:
+    """Train one MLP on MNIST and write a run folder (config, metrics, log-spaced checkpoints).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        All hyperparameters, e.g. ``PRESETS["fast"]``.
+    out_dir : path-like
+        The run folder (created). An unfinished run there with the same config is resumed.
+    device : str or torch.device, optional
+        Overrides ``config.device`` ("auto" = CUDA when available).
+    progress : bool, optional
+        Progress bar on stderr (steps/s, train and test accuracy); None = only on a terminal.
+    resume : bool, default True
+        Continue the run found in ``out_dir``; False raises if ``out_dir`` already holds a run.
+    callback : callable, optional
+        ``callback(step)`` after every optimisation step (monitoring, tests). An exception in
+        it stops training; everything saved so far stays valid and resumable.
+    compile : bool, default False
+        ``torch.compile`` the training step (CUDA graphs on CUDA). Experimental.
+
+    Returns
+    -------
+    Path
+        The run folder.
+
+    Raises
+    ------
+    TrainingDivergedError
+        The loss or the weights became non-finite; checkpoints and metrics written before are kept.
+
+    Examples
+    --------
+    >>> from htsr_diag.train import PRESETS, train, read_metrics
+    >>> run = train(PRESETS["fast"].replace(steps=20, data_dir="bundled"), "runs/tiny")  # doctest: +SKIP
+    >>> read_metrics(run)[-1]["step"]  # doctest: +SKIP
+    20
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. PRESETS['fast']); got {type(config).__name__}.")
+    out = Path(out_dir)
+    _run([config], [out], out / "state", device=device, progress=progress, resume=resume,
+         callback=callback, compile=compile)
+    return out
+
+
+def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | os.PathLike, *,
+                   device: str | torch.device | None = None, progress: bool | None = None,
+                   resume: bool = True, callback: Callable[[int], None] | None = None,
+                   compile: bool = False) -> list[Path]:
+    """Train R independent runs at once as one batched model; one run folder per member.
+
+    Members may differ in ``seed``, ``data_seed``, ``lr`` and ``weight_decay``; every other
+    field must match. Member r gives the same weights (to float rounding) as
+    ``train(configs[r], ...)``. Writes ``out_dir/member_00/`` ... (each a run folder as
+    :func:`train` writes) and ``out_dir/ensemble.json`` listing the members' configs; the
+    resume state of the whole ensemble is in ``out_dir/state/``.
+
+    Parameters
+    ----------
+    configs : sequence of TrainConfig
+    out_dir : path-like
+    device, progress, resume, callback, compile
+        As in :func:`train`.
+
+    Returns
+    -------
+    list of Path
+        The member folders, in the order of ``configs``.
+
+    Examples
+    --------
+    >>> from htsr_diag.train import PRESETS, train_ensemble
+    >>> cfgs = [PRESETS["fast"].replace(seed=s, weight_decay=wd, steps=20)
+    ...         for s in (0, 1) for wd in (0.0, 0.01)]
+    >>> dirs = train_ensemble(cfgs, "runs/sweep")  # doctest: +SKIP
+    """
+    configs = list(configs)
+    _check_compatible(configs)
+    out = Path(out_dir)
+    dirs = [out / f"member_{r:02d}" for r in range(len(configs))]
+    out.mkdir(parents=True, exist_ok=True)
+    ens_path = out / "ensemble.json"
+    members = [{"dir": d.name, "config": c.to_dict()} for d, c in zip(dirs, configs)]
+    if ens_path.is_file() and resume:
+        old = json.loads(ens_path.read_text())
+        if [m["dir"] for m in old.get("members", [])] != [m["dir"] for m in members]:
+            raise ValueError(f"out_dir {out} holds an ensemble with other members; choose a new folder.")
+    _run(configs, dirs, out / "state", device=device, progress=progress, resume=resume,
+         callback=callback, compile=compile)
+    _atomic_write_bytes(ens_path, (json.dumps({"htsr_diag_version": _version(), "members": members},
+                                              indent=2) + "\n").encode())
+    return dirs
+
+
+def _run(configs: list[TrainConfig], dirs: list[Path], state_dir: Path, *, device, progress,
+         resume: bool, callback, compile: bool) -> None:
+    _check_compatible(configs)
+    c0 = configs[0]
+    dev = resolve_device(device if device is not None else c0.device)
+    dtype = c0.torch_dtype
+    # ---- folders and configs (validated before any training)
+    for d, c in zip(dirs, configs):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "checkpoints").mkdir(exist_ok=True)
+        _clean_tmp(d / "checkpoints")
+        _clean_tmp(d)
+        _write_config(d, c, resume)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _clean_tmp(state_dir)
+    # ---- data on the device
+    data = load_mnist(c0.data_dir)
+    xs, ys = zip(*(_member_data(c, data) for c in configs))
+    x_train = torch.as_tensor(np.stack(xs), device=dev).to(dtype).div_(255.0)
+    y_train = torch.as_tensor(np.stack(ys), device=dev)
+    x_test = torch.as_tensor(data.test_x, device=dev).to(dtype).div_(255.0)
+    y_test = torch.as_tensor(data.test_y, device=dev)
+    with torch.no_grad():
+        eng = _Engine(configs, dev, x_train, y_train, x_test, y_test)
+        wall0 = _load_state(state_dir, eng) if resume else None
+        if wall0 is None:
+            wall0 = 0.0
+            for d in dirs:
+                _truncate_metrics(d, -1)
+        else:
+            logger.info("resuming %s at step %d", state_dir.parent, eng.step)
+            for d in dirs:
+                _truncate_metrics(d, eng.step)
+        if compile:
+            eng.compile()
+        _loop(eng, configs, dirs, state_dir, wall0, progress, callback)
+
+
+def _loop(eng: _Engine, configs, dirs, state_dir: Path, wall0: float, progress, callback) -> None:
+    c0 = configs[0]
+    sched = checkpoint_steps(c0.steps, c0.checkpoints_per_decade)
+    t_start = time.perf_counter()
+    desc = f"train {c0.preset}" + (f" x{eng.R}" if eng.R > 1 else "")
+    done_before = eng.step
+
+    def checkpoint() -> str:
+        m = eng.evaluate()
+        bad = [r for r in range(eng.R) if not np.isfinite(m["train_loss"][r])
+               or not np.isfinite(m["l2_norm"][r])]
+        if bad:
+            raise TrainingDivergedError(
+                f"training diverged by step {eng.step}: non-finite loss or weights in member(s) {bad} "
+                f"({', '.join(str(dirs[r]) for r in bad)}). Checkpoints and metrics up to the last saved "
+                f"step are kept; lower lr (now {[configs[r].lr for r in bad]}) or use dtype='float64'.")
+        wall = wall0 + time.perf_counter() - t_start
+        for r, d in enumerate(dirs):
+            meta = {"step": str(eng.step), "format": "htsr_diag.mlp", "htsr_diag_version": _version()}
+            _atomic_save_safetensors(d / "checkpoints" / f"step_{eng.step:09d}.safetensors",
+                                     eng.member_state(r), meta)
+            row = {"step": eng.step, **{k: float(v[r]) for k, v in m.items()}, "wall_time": wall}
+            _append_metrics(d, row)
+        _save_state(state_dir, eng, wall)
+        return f"train_acc={np.mean(m['train_acc']):.3f} test_acc={np.mean(m['test_acc']):.3f}"
+
+    with Progress(c0.steps, desc, enabled=progress) as bar:
+        bar.update(eng.step)
+        saved = {s for s, _ in list_checkpoints(dirs[0])}
+        metric_steps = {r["step"] for r in read_metrics(dirs[0])}
+        if eng.step == 0 and not (0 in saved and 0 in metric_steps and (state_dir / _STATE_FILE).exists()):
+            bar.update(0, postfix=checkpoint())
+        since_check = 0
+        for target in sched[sched > eng.step]:
+            while eng.step < target:
+                n = int(min(target - eng.step, _BLOCK))
+                idx = eng.batch_indices(eng.step, n)
+                for i in range(n):
+                    eng.step_fn(idx[i])
+                    eng.step += 1
+                    if callback is not None:
+                        callback(eng.step)
+                bar.update(n)
+                since_check += n
+                if since_check >= _FINITE_CHECK_EVERY and eng.step < target:
+                    since_check = 0
+                    if not bool(torch.isfinite(eng.params).all()):
+                        checkpoint()  # raises TrainingDivergedError with the member list
+            bar.update(0, postfix=checkpoint())
+    logger.info("trained %d steps in %.1f s", eng.step - done_before, time.perf_counter() - t_start)
