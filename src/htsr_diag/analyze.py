@@ -1,0 +1,453 @@
+"""Whole-model HTSR analysis: a row per layer (alpha, norms, traps, KS vs MP) and the skipped list.
+
+:func:`analyze` finds the layers (:func:`htsr_diag.layers.find_layers`), decomposes the layers
+of equal shape and device together (:func:`htsr_diag.spectrum.esd_many`; a CUDA tensor on its
+GPU), fits the power-law tail of each spectrum (:func:`htsr_diag.powerlaw.layer_alpha`) and,
+with ``randomize=True``, counts the correlation traps of the element-wise shuffled weights and
+tests their spectrum against Marchenko-Pastur (:func:`htsr_diag.traps.randomized_analysis`).
+
+A layer that cannot be analysed (NaN weights, a degenerate spectrum, a numerical failure)
+gives a row whose ``status`` says why, with NaN values, and a warning; the other layers are
+still reported. Randomness: each layer draws from its own stream, derived from ``rng`` and
+the layer's name, so analysing a subset of the layers (``layers=[...]``) gives those layers
+the same numbers as the full analysis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ._progress import Progress
+from ._validation import check_rng, is_tensor
+from .exceptions import DegenerateSpectrumWarning, HTSRWarning
+from .layers import LayerMatrix, LayerSet, SkippedParam, find_layers
+from .spectrum import esd_many
+
+__all__ = ["LayerReport", "ModelReport", "analyze"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = "htsr_diag.ModelReport"
+#: Models with at least this many layers get a progress bar by default (on a terminal).
+PROGRESS_MIN_LAYERS = 8
+_NAN = float("nan")
+
+
+def _num(x: Any) -> Any:
+    """numpy scalar -> Python scalar (JSON-safe); NaN kept."""
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """The analysis of one layer.
+
+    Eigenvalues are those of ``W^T W`` (squared singular values, no 1/N; conv slices pooled),
+    as in WeightWatcher, so ``alpha``, ``xmin``, ``lambda_max`` and the trap eigenvalues are
+    directly comparable with its columns (its ``spectral_norm`` column is our ``lambda_max``).
+
+    Attributes
+    ----------
+    name, type : str
+        Layer name (``"fc1"``) and kind (``"Linear"``, ``"Conv2d"``, ... see
+        :data:`htsr_diag.layers.LAYER_KINDS`).
+    shape : tuple of int
+        The parameter's shape as stored.
+    N, M : int
+        ``max`` and ``min`` of ``(out, in)`` of one 2-D slice; ``Q = N / M``.
+    Q : float
+    n_slices : int
+        Slices pooled (``prod(kernel)`` for a convolution, else 1).
+    n_eigenvalues : int
+        ``M * n_slices``.
+    alpha, alpha_std, xmin, xmax, ks_distance : float
+        Power-law fit of the tail (:class:`htsr_diag.powerlaw.PowerLawFit`); ``ks_distance``
+        is the two-sided KS distance of the tail from the fitted law.
+    n_tail : int
+        Eigenvalues in the fitted tail (0 when no fit).
+    lambda_max : float
+        Largest eigenvalue (``||W||_2^2``; for a convolution, of the largest slice).
+    frobenius_norm : float
+        ``||W||_F = sqrt(sum of eigenvalues)``.
+    spectral_norm : float
+        ``||W||_2 = sqrt(lambda_max)``.
+    stable_rank : float
+        ``||W||_F^2 / ||W||_2^2``.
+    n_traps : int or float
+        Correlation traps (NaN without ``randomize``).
+    trap_eigenvalues : tuple of float
+        Shuffled eigenvalues above the trap threshold (same units as ``lambda_max``).
+    trap_threshold, bulk_edge : float
+        MP bulk edge + Tracy-Widom margin, and the MP bulk edge, in the same units.
+    sigma_mp : float
+        Fitted MP scale of the shuffled spectrum rescaled to mean 1 (~1 for random weights).
+    ks_statistic, ks_pvalue : float
+        KS test of the shuffled spectrum against MP (NaN without ``randomize`` and ``ks``).
+    status : str
+        ``"ok"``, or what could not be computed and why (``"alpha: ..."``, ``"traps: ..."``,
+        ``"non-finite weights ..."``, ``"failed: ..."``).
+    warning : str
+        HTSR reading of alpha: ``"over-trained"`` (< 2), ``"under-trained"`` (> 6) or ``""``.
+    """
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    N: int
+    M: int
+    Q: float
+    n_slices: int
+    n_eigenvalues: int
+    alpha: float = _NAN
+    alpha_std: float = _NAN
+    xmin: float = _NAN
+    xmax: float = _NAN
+    ks_distance: float = _NAN
+    n_tail: int = 0
+    lambda_max: float = _NAN
+    frobenius_norm: float = _NAN
+    spectral_norm: float = _NAN
+    stable_rank: float = _NAN
+    n_traps: int | float = _NAN
+    trap_eigenvalues: tuple[float, ...] = ()
+    trap_threshold: float = _NAN
+    bulk_edge: float = _NAN
+    sigma_mp: float = _NAN
+    ks_statistic: float = _NAN
+    ks_pvalue: float = _NAN
+    status: str = "ok"
+    warning: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field (tuples as lists, NaN kept)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = [_num(x) for x in v] if isinstance(v, tuple) else _num(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LayerReport":
+        """Inverse of :meth:`to_dict` (unknown keys are ignored, missing ones take defaults)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["shape"] = tuple(int(s) for s in kw["shape"])
+        kw["trap_eigenvalues"] = tuple(float(x) for x in kw.get("trap_eigenvalues", ()))
+        for key in ("n_traps",):
+            v = kw.get(key)
+            if isinstance(v, float) and v.is_integer():
+                kw[key] = int(v)
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """The analysis of a whole model: one :class:`LayerReport` per layer, and what was skipped.
+
+    Attributes
+    ----------
+    layers : list of LayerReport
+        In model order.
+    skipped : list of SkippedParam
+        Every parameter not analysed, with the reason.
+    source : str
+        What was analysed (model class name, file path, ``"state dict"``).
+    randomize, ks : bool
+        The options used.
+    version : str
+        htsr_diag version that made the report.
+
+    Examples
+    --------
+    >>> import torch.nn as nn
+    >>> report = analyze(nn.Linear(100, 50), rng=0)                # doctest: +SKIP
+    >>> ModelReport.from_json(report.to_json()) == report          # doctest: +SKIP
+    True
+    """
+
+    layers: list[LayerReport]
+    skipped: list[SkippedParam]
+    source: str = ""
+    randomize: bool = True
+    ks: bool = True
+    version: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        """Layer names in model order."""
+        return [lr.name for lr in self.layers]
+
+    def layer(self, name: str) -> LayerReport:
+        """The report of the layer called ``name``."""
+        for lr in self.layers:
+            if lr.name == name:
+                return lr
+        raise KeyError(f"no layer named {name!r}; layers are {self.names}.")
+
+    @property
+    def mean_alpha(self) -> float:
+        """Mean alpha over the layers that have one (NaN if none)."""
+        vals = [lr.alpha for lr in self.layers if not math.isnan(lr.alpha)]
+        return float(np.mean(vals)) if vals else _NAN
+
+    @property
+    def n_traps(self) -> float:
+        """Total correlation traps over the layers that have a count (NaN if none)."""
+        vals = [lr.n_traps for lr in self.layers if not (isinstance(lr.n_traps, float) and math.isnan(lr.n_traps))]
+        return float(sum(vals)) if vals else _NAN
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (``format`` key identifies it for :meth:`from_dict`)."""
+        return {"format": _FORMAT, "version": self.version, "source": self.source,
+                "randomize": self.randomize, "ks": self.ks,
+                "layers": [lr.to_dict() for lr in self.layers],
+                "skipped": [s.to_dict() for s in self.skipped]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelReport":
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(d, Mapping) or "layers" not in d:
+            raise ValueError(f"not a ModelReport dict: expected a mapping with 'layers' (format {_FORMAT!r}); "
+                             f"got {type(d).__name__} with keys {list(d)[:8] if isinstance(d, Mapping) else []}.")
+        return cls(layers=[LayerReport.from_dict(x) for x in d["layers"]],
+                   skipped=[SkippedParam.from_dict(x) for x in d.get("skipped", [])],
+                   source=str(d.get("source", "")), randomize=bool(d.get("randomize", True)),
+                   ks=bool(d.get("ks", True)), version=str(d.get("version", "")))
+
+    def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = 1) -> str:
+        """The report as JSON text (NaN written as ``NaN``); also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> "ModelReport":
+        """Read a report written by :meth:`to_json` (JSON text or a file path)."""
+        if isinstance(text_or_path, str) and text_or_path.lstrip().startswith("{"):
+            text = text_or_path
+        else:
+            p = Path(text_or_path)
+            if not p.is_file():
+                raise ValueError(f"text_or_path must be JSON text or an existing file; {str(p)!r} is neither.")
+            text = p.read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text))
+
+    def to_frame(self):
+        """A pandas DataFrame with one row per layer (every :class:`LayerReport` field)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError('ModelReport.to_frame needs pandas: pip install pandas '
+                              '(or pip install "htsr-diag[dev]")') from exc
+        cols = [f.name for f in dataclasses.fields(LayerReport)]
+        return pd.DataFrame([{c: getattr(lr, c) for c in cols} for lr in self.layers], columns=cols)
+
+
+# ----------------------------------------------------------------------------- computation
+def _layer_rng(entropy: int, name: str) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(zlib.crc32(name.encode()),)))
+
+
+def _base(lm: LayerMatrix) -> dict[str, Any]:
+    return {"name": lm.name, "type": lm.kind, "shape": lm.shape, "N": lm.N, "M": lm.M, "Q": lm.Q,
+            "n_slices": lm.n_slices, "n_eigenvalues": lm.n_eigenvalues}
+
+
+def _is_finite(W: Any) -> bool:
+    if is_tensor(W):
+        import torch
+
+        return bool(torch.isfinite(W).all())
+    return bool(np.isfinite(W).all())
+
+
+def _to_device(W: Any, device: Any) -> Any:
+    if device is None:
+        return W
+    import torch
+
+    if not is_tensor(W):
+        W = torch.from_numpy(np.ascontiguousarray(W))
+    return W.to(device)
+
+
+def _check_device(device: Any) -> Any:
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:0', ... or a torch.device; got {device!r}.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but CUDA is not available. Pass device=None "
+                         f"(analyse weights where they are) or 'cpu'.")
+    return dev
+
+
+def _analyze_layer(lm: LayerMatrix, W: Any, eigs: np.ndarray, randomize: bool, ks: bool,
+                   rng: np.random.Generator) -> LayerReport:
+    from .powerlaw import layer_alpha
+
+    row = _base(lm)
+    status: list[str] = []
+    lam_max = float(eigs[-1])
+    total = float(eigs.sum())
+    row.update(lambda_max=lam_max, frobenius_norm=math.sqrt(total), spectral_norm=math.sqrt(lam_max),
+               stable_rank=total / lam_max if lam_max > 0 else _NAN)
+    fit = layer_alpha(eigs, shape=(lm.N, lm.M))
+    row.update(alpha=float(fit.alpha), alpha_std=float(fit.alpha_std), xmin=float(fit.xmin),
+               xmax=float(fit.xmax), ks_distance=float(fit.ks_distance), n_tail=int(fit.n_tail),
+               warning=fit.warning)
+    if fit.status != "ok":
+        status.append(f"alpha: {fit.status}")
+    if randomize:
+        from .traps import randomized_analysis
+
+        traps, kst = randomized_analysis(W, rng=rng)
+        n_traps = traps.n_traps
+        if isinstance(n_traps, (int, np.integer)) or (isinstance(n_traps, float) and n_traps.is_integer()):
+            n_traps = int(n_traps)
+        row.update(n_traps=n_traps, trap_eigenvalues=tuple(float(x) for x in np.asarray(traps.trap_eigenvalues)),
+                   trap_threshold=float(traps.threshold), bulk_edge=float(traps.bulk_edge),
+                   sigma_mp=float(traps.sigma))
+        if traps.status != "ok":
+            status.append(f"traps: {traps.status}")
+        if ks:
+            row.update(ks_statistic=float(kst.statistic), ks_pvalue=float(kst.pvalue))
+    row["status"] = "; ".join(status) if status else "ok"
+    return LayerReport(**row)
+
+
+def _failed(lm: LayerMatrix, status: str) -> LayerReport:
+    warnings.warn(f"analyze: layer {lm.name!r} ({lm.param}, shape {lm.shape}): {status}; its row holds NaN.",
+                  DegenerateSpectrumWarning if status.startswith("non-finite") else HTSRWarning, stacklevel=3)
+    return LayerReport(**_base(lm), status=status)
+
+
+def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str | Sequence[str] | None = None,
+            device: Any = None, rng: Any = None, all_2d: bool = False,
+            progress: bool | None = None) -> ModelReport:
+    """Analyse every layer of a model: alpha, norms, correlation traps and the KS test vs MP.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, state dict, checkpoint path, array or LayerSet
+        Anything :func:`htsr_diag.layers.find_layers` accepts.
+    randomize : bool, default True
+        Shuffle each layer's weights and count correlation traps (``n_traps``,
+        ``trap_eigenvalues``, ``sigma_mp``). One extra decomposition per layer (5 for
+        layers with fewer than 100 eigenvalues).
+    ks : bool, default True
+        Also report the KS test of the shuffled spectrum against Marchenko-Pastur. It reuses
+        the shuffled spectrum (no extra cost); ignored when ``randomize`` is False.
+    layers : str or list of str, optional
+        Only these layers: a regular expression or a list of exact names (``include`` of
+        :func:`~htsr_diag.layers.find_layers`); the others are listed as skipped.
+    device : None, str or torch.device
+        None (default): analyse each weight where it is (a CUDA tensor on its GPU, numpy on
+        the CPU). ``"cuda"``: move every weight there first; ``"cpu"``: bring them to the CPU.
+    rng : None, int or numpy.random.Generator
+        Seeds the shuffles. Each layer uses its own stream derived from ``rng`` and its name.
+    all_2d : bool, default False
+        Also analyse 2-D parameters of unrecognised modules (see ``find_layers``).
+    progress : bool, optional
+        Progress bar on stderr. Default: on for models with 8 or more layers when stderr is
+        a terminal.
+
+    Returns
+    -------
+    ModelReport
+
+    Raises
+    ------
+    TypeError, ValueError, CheckpointError
+        Unsupported ``model``, a bad option, no analysable layer, an unreadable checkpoint.
+        A layer that fails does not raise: its row has a ``status`` and NaN values.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0)                                          # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200))
+    >>> report = analyze(model, rng=0)
+    >>> report.names, [lr.n_traps for lr in report.layers]
+    (['0', '2'], [0, 0])
+    >>> [s.name for s in report.skipped]
+    ['0.bias', '2.bias']
+    """
+    for name, flag in (("randomize", randomize), ("ks", ks)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False; got {flag!r}.")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be None, True or False; got {progress!r}.")
+    dev = _check_device(device)
+    gen = check_rng(rng)
+    entropy = int(gen.integers(0, 2**63))
+    found: LayerSet = find_layers(model, include=layers, all_2d=all_2d)
+    from . import __version__
+
+    # move, check finiteness, group by (shape, device) for batched decompositions
+    rows: dict[int, LayerReport] = {}
+    weights: dict[int, Any] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, lm in enumerate(found.layers):
+        try:
+            W = _to_device(lm.weight, dev)
+            if not _is_finite(W):
+                rows[i] = _failed(lm, "non-finite weights (NaN or Inf): check the checkpoint for a diverged run")
+                continue
+        except Exception as exc:  # e.g. out of memory moving to the device
+            rows[i] = _failed(lm, f"failed: {type(exc).__name__}: {exc}")
+            continue
+        weights[i] = W
+        key = (tuple(W.shape), str(W.device) if is_tensor(W) else "numpy")
+        groups.setdefault(key, []).append(i)
+
+    n = len(found.layers)
+    enabled = progress if progress is not None else (None if n >= PROGRESS_MIN_LAYERS else False)
+    with Progress(n, "analyze", enabled=enabled) as bar:
+        bar.update(len(rows))
+        for (shape, where), idx in groups.items():
+            try:
+                spectra = esd_many([weights[i] for i in idx])
+            except Exception as exc:
+                logger.debug("batched decomposition of %d layers of shape %s failed", len(idx), shape, exc_info=True)
+                spectra = [None] * len(idx)
+                for j, i in enumerate(idx):
+                    try:
+                        spectra[j] = esd_many([weights[i]])[0]
+                    except Exception as exc_i:  # noqa: PERF203 - one bad layer must not stop the others
+                        rows[i] = _failed(found.layers[i], f"failed: eigenvalues: {type(exc_i).__name__}: {exc_i}")
+            for j, i in enumerate(idx):
+                lm = found.layers[i]
+                if spectra[j] is None:
+                    bar.update(1)
+                    continue
+                try:
+                    rows[i] = _analyze_layer(lm, weights[i], spectra[j], bool(randomize), bool(ks),
+                                             _layer_rng(entropy, lm.name))
+                except Exception as exc:
+                    logger.debug("layer %s failed", lm.name, exc_info=True)
+                    rows[i] = _failed(lm, f"failed: {type(exc).__name__}: {exc}")
+                bar.update(1, postfix=lm.name[-30:])
+    report = ModelReport(layers=[rows[i] for i in range(n)], skipped=list(found.skipped), source=found.source,
+                         randomize=bool(randomize), ks=bool(ks), version=__version__)
+    logger.info("analysed %d layers of %s (%d parameters skipped)", n, found.source, len(found.skipped))
+    return report
