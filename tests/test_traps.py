@@ -126,7 +126,7 @@ def test_same_seed_same_numbers_and_seed_matters():
     W, _ = _planted((120, 300), 0)
     a, b = correlation_traps(W, rng=7), correlation_traps(W, rng=7)
     np.testing.assert_array_equal(a.trap_eigenvalues, b.trap_eigenvalues)
-    assert a.to_dict() == b.to_dict() or json.dumps(a.to_dict()) == json.dumps(b.to_dict())
+    assert json.dumps(a.to_dict()) == json.dumps(b.to_dict())
     np.testing.assert_array_equal(randomized_esd(W, rng=7), randomized_esd(W, rng=np.random.default_rng(7)))
     assert not np.array_equal(randomized_esd(W, rng=7), randomized_esd(W, rng=8))
     k1, k2 = ks_trap_test(W, rng=3), ks_trap_test(W, rng=3)
@@ -202,7 +202,7 @@ def test_conv_kernel_per_slice_shuffle_and_entry_positions():
     assert r.n_traps == 1
     assert r.large_entry_index.tolist() == [[5, 7, 2, 1]]
     ev = randomized_esd(K, rng=0)
-    assert ev.shape == (9 * 32 * 1 * 5,) or ev.shape == (9 * 32,)
+    assert ev.shape == (9 * 32,)  # 288 eigenvalues >= 100: one shuffle
     # per-slice shuffling: each slice keeps its own entries (sum of squares per slice)
     from htsr_diag.traps import _shuffle
     S = _shuffle(K, np.random.default_rng(1))
