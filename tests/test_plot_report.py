@@ -135,6 +135,9 @@ def test_figures_have_expected_panels():
     assert len(fig.axes) == 3
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "from accuracy: grokking" in legend and "predicted: anti-grokking" in legend
+    # the bands are explained once, on the top panel
+    lower = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert lower == ["alpha fc1", "alpha = 2"]
     fig2 = plot.figure_baselines([1, 10, 100], {"l2_norm": [1, 2, 3], "weight_entropy": [3, 2, 1],
                                                 "activation_sparsity": [0.1, 0.2, 0.3]})
     visible = [ax for ax in fig2.axes if ax.get_visible()]

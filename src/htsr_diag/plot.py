@@ -98,7 +98,7 @@ def _band_edges(steps: np.ndarray) -> np.ndarray:
 
 def plot_phase_bands(steps: Sequence[float], labels: Sequence[str], *, ax=None,
                      ymin: float = 0.0, ymax: float = 1.0, alpha: float = 0.15,
-                     label_prefix: str = "") -> Any:
+                     label_prefix: str = "", legend: bool = True) -> Any:
     """Shade the step axis by phase label.
 
     Parameters
@@ -117,6 +117,8 @@ def plot_phase_bands(steps: Sequence[float], labels: Sequence[str], *, ax=None,
         Opacity of the shading.
     label_prefix : str
         Prefix of the legend entries (e.g. ``"predicted "``); each phase gets one entry.
+    legend : bool, default True
+        False: the bands get no legend entries (e.g. on the lower panels of a figure).
 
     Returns
     -------
@@ -142,10 +144,10 @@ def plot_phase_bands(steps: Sequence[float], labels: Sequence[str], *, ax=None,
             j += 1
         color = PHASE_COLORS.get(labs[i])
         if color is not None:
-            legend = f"{label_prefix}{labs[i]}" if labs[i] not in seen else None
+            entry = f"{label_prefix}{labs[i]}" if legend and labs[i] not in seen else None
             seen.add(labs[i])
             ax.axvspan(edges[i], edges[j + 1], ymin=ymin, ymax=ymax, color=color, alpha=alpha,
-                       lw=0, label=legend)
+                       lw=0, label=entry)
         i = j + 1
     return ax
 
@@ -483,11 +485,11 @@ def figure_overview(steps: Sequence[float], *, train_acc: Sequence[float],
     plot_traps(steps, traps, ax=axes[2])
     for k, ax in enumerate(axes):
         if from_accuracy is not None:
-            plot_phase_bands(steps, from_accuracy, ax=ax, alpha=0.12,
-                             label_prefix="from accuracy: " if k == 0 else "")
+            plot_phase_bands(steps, from_accuracy, ax=ax, alpha=0.12, label_prefix="from accuracy: ",
+                             legend=k == 0)
         if predicted is not None:
             plot_phase_bands(steps, predicted, ax=ax, ymin=0.93, ymax=1.0, alpha=0.7,
-                             label_prefix="predicted: " if k == 0 else "")
+                             label_prefix="predicted: ", legend=k == 0)
         handles, labels = ax.get_legend_handles_labels()
         keep = [(h, lab) for h, lab in zip(handles, labels) if lab and not lab.startswith("_")]
         if keep:

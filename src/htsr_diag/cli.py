@@ -1,0 +1,352 @@
+"""The ``htsr-diag`` command.
+
+Sub-commands::
+
+    htsr-diag analyze PATH [--json] [--no-randomize] [--seed S]
+    htsr-diag phases RUN_DIR [--plot [FILE]] [--json] [--seed S]
+    htsr-diag report RUN_DIR [--out DIR] [--no-baselines] [--seed S] [--workers N]
+    htsr-diag demo [--out DIR] [--steps N] [--preset fast] [--device auto|cpu|cuda] [--seed S]
+    htsr-diag train ...          (see `htsr-diag train --help`)
+
+Exit codes: 0 success; 1 a failure while running (the message says what); 2 a bad
+argument or path (missing, wrong kind of file, not a run folder). Errors print one line
+``htsr-diag <command>: error: ...`` on stderr and no traceback (``--traceback`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser", "CLIError"]
+
+logger = logging.getLogger("htsr_diag.cli")
+
+_MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+class CLIError(Exception):
+    """A user error with a message to print and an exit code (2: bad argument or path)."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "nan"
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _check_model_path(path_arg: str) -> Path:
+    path = Path(path_arg)
+    if not path.exists():
+        raise CLIError(f"PATH {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise CLIError(f"PATH {str(path)!r} is a folder; `analyze` takes one model or checkpoint file "
+                       f"({', '.join(_MODEL_SUFFIXES)}). For a run folder use `htsr-diag phases` or "
+                       f"`htsr-diag report`.")
+    if path.suffix.lower() not in _MODEL_SUFFIXES:
+        raise CLIError(f"PATH {str(path)!r} has the suffix {path.suffix or '(none)'!r}, which is not a "
+                       f"checkpoint; expected one of {', '.join(_MODEL_SUFFIXES)}.")
+    return path
+
+
+def _check_run(path_arg: str) -> Path:
+    from .report import check_run_dir
+
+    try:
+        return check_run_dir(path_arg, "RUN_DIR")
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
+# ----------------------------------------------------------------------------- analyze
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from .analyze import analyze
+    from .exceptions import CheckpointError
+
+    path = _check_model_path(args.path)
+    try:
+        report = analyze(path, randomize=not args.no_randomize, rng=args.seed)
+    except CheckpointError as exc:
+        raise CLIError(f"PATH {str(path)!r} could not be read as a checkpoint: {exc}") from exc
+    if args.json:
+        _out(report.to_json())
+        return 0
+    cols = [("layer", 14), ("shape", 12), ("alpha", 7), ("xmin", 10), ("D_ks", 7), ("traps", 6),
+            ("ks_p", 9), ("status", 0)]
+    _out("".join(f"{c:<{w}}" if w else c for c, w in cols))
+    for lay in report.layers:
+        shape = "x".join(str(d) for d in getattr(lay, "shape", ()))
+        vals = [lay.name, shape, _fmt(getattr(lay, "alpha", None), 2), f"{getattr(lay, 'xmin', float('nan')):.3g}",
+                _fmt(getattr(lay, "ks_distance", None), 3), _fmt(getattr(lay, "n_traps", None), 0),
+                f"{getattr(lay, 'ks_pvalue', float('nan')):.2g}", str(getattr(lay, "status", ""))]
+        _out("".join(f"{v:<{w}}" if w else v for v, (_, w) in zip(vals, cols)))
+    skipped = getattr(report, "skipped", [])
+    if skipped:
+        _out(f"skipped {len(skipped)} parameter(s): " + ", ".join(
+            f"{getattr(s, 'name', s)} ({getattr(s, 'reason', '')})" for s in skipped))
+    return 0
+
+
+# ----------------------------------------------------------------------------- phases
+def _cmd_phases(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .phases import PhaseClassifier
+    from .report import _finite_labels
+    from .trajectory import analyze_checkpoints
+
+    run = _check_run(args.run_dir)
+    traj = analyze_checkpoints(run, rng=args.seed, progress=None)
+    clf = PhaseClassifier()
+    predicted = clf.predict(traj)
+    table = clf.features(traj)
+    steps = np.asarray(traj.steps)
+    nan = np.full(steps.size, np.nan)
+    tr = np.asarray(traj.metrics.get("train_acc", nan), float)
+    te = np.asarray(traj.metrics.get("test_acc", nan), float)
+    ref = _finite_labels(steps, tr, te)
+    alarm = PhaseClassifier(causal=True).transition_steps(traj).get("anti-grokking")
+    if args.json:
+        rows = [{"step": int(steps[i]), "train_acc": float(tr[i]), "test_acc": float(te[i]),
+                 "mean_alpha": float(table["alpha"][i]), "n_traps": float(table["n_traps"][i]),
+                 "predicted": str(predicted[i]), "from_accuracy": None if ref is None else str(ref[i])}
+                for i in range(steps.size)]
+        _out(json.dumps({"run_dir": str(run), "alarm_step": alarm, "checkpoints": rows}, indent=1))
+    else:
+        _out(f"{'step':>10}  {'train':>6}  {'test':>6}  {'alpha':>6}  {'traps':>5}  {'predicted':<14}  "
+             f"from accuracy")
+        for i in range(steps.size):
+            _out(f"{int(steps[i]):>10}  {_fmt(float(tr[i])):>6}  {_fmt(float(te[i])):>6}  "
+                 f"{_fmt(float(table['alpha'][i]), 2):>6}  {_fmt(float(table['n_traps'][i]), 0):>5}  "
+                 f"{predicted[i]:<14}  {'' if ref is None else ref[i]}")
+        _out(f"anti-grokking alarm (causal): {'none' if alarm is None else f'step {alarm}'}")
+    if args.plot is not None:
+        from .plot import plot_phases, use_agg
+
+        use_agg()
+        import matplotlib.pyplot as plt
+
+        target = Path(args.plot) if args.plot else run / "phases.png"
+        ax = plot_phases(steps, predicted, reference=ref)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(f"phases of {run}", fontsize=9)
+        ax.figure.tight_layout()
+        ax.figure.savefig(target, dpi=110)
+        plt.close(ax.figure)
+        (sys.stderr if args.json else sys.stdout).write(f"plot written to {target}\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------- report / demo
+def _executor(workers: int):
+    if workers <= 1:
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    run = _check_run(args.run_dir)
+    pool = _executor(args.workers)
+    try:
+        rep = write_report(run, args.out, baselines=not args.no_baselines, executor=pool, rng=args.seed)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    sys.stdout.write(rep.summary.to_text())
+    _out(f"report: {rep.html}")
+    return 0
+
+
+def _positive_steps(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number such as 300 or 1e5; got {text!r}")
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"must be a positive whole number; got {text!r}")
+    return int(value)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .train import PRESETS, train
+
+    if args.preset not in PRESETS:
+        raise CLIError(f"--preset must be one of {sorted(PRESETS)}; got {args.preset!r}.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a file; pass a folder for the demo.")
+    config = PRESETS[args.preset]
+    changes: dict[str, Any] = {"seed": args.seed}
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.device is not None:
+        changes["device"] = args.device
+    if args.checkpoints_per_decade is not None:
+        changes["checkpoints_per_decade"] = args.checkpoints_per_decade
+    config = config.replace(**changes)
+    _out(f"training the {args.preset!r} preset for {config.steps:,} steps -> {out / 'run'}")
+    run = train(config, out / "run", progress=None)
+    _out("analysing every checkpoint and writing the report")
+    pool = _executor(args.workers)
+    try:
+        rep = write_report(run, out, rng=args.seed, executor=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    sys.stdout.write(rep.summary.to_text())
+    _out(f"report: {rep.html}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``htsr-diag`` argument parser (every sub-command sets ``func``)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="htsr-diag",
+        description="HTSR diagnostics from the weights alone: layer alpha, correlation traps and "
+                    "grokking / anti-grokking phases.")
+    parser.add_argument("--version", action="version", version=f"htsr-diag {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output on stderr (-v info, -vv debug)")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("analyze", help="per-layer table of one model or checkpoint file",
+                       description="Analyse one model or checkpoint file: alpha, traps and KS test per layer.")
+    p.add_argument("path", metavar="PATH", help="checkpoint file (.safetensors, .pt, .pth, .bin, .ckpt)")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--no-randomize", action="store_true", help="skip traps and the KS test (alpha only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("phases", help="phase label of every checkpoint of a run folder",
+                       description="Label every checkpoint of a run folder from its weights "
+                                   "(and, for comparison, from its accuracy curves).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `htsr-diag train`")
+    p.add_argument("--plot", nargs="?", const="", default=None, metavar="FILE",
+                   help="also save a plot (default RUN_DIR/phases.png)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    p.set_defaults(func=_cmd_phases)
+
+    p = sub.add_parser("report", help="figures, tables, summary and HTML page of a run folder",
+                       description="Write the report of a run folder (HTML page, PNG figures, "
+                                   "trajectory CSV/JSON, summary).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `htsr-diag train`")
+    p.add_argument("--out", default=None, help="report folder (default RUN_DIR/report)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the four baseline metrics")
+    p.add_argument("--workers", type=int, default=1, help="processes analysing checkpoints (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("demo", help="the bundled MNIST study end to end: train, analyse, report",
+                       description="Train the reference MLP on 1k MNIST images (the `fast` preset on CPU by "
+                                   "default), analyse every checkpoint, classify the phases and write a "
+                                   "report folder.")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo); the run goes "
+                                                      "to OUT/run, the report to OUT")
+    p.add_argument("--preset", default="fast", help="trainer preset: fast (default, CPU minutes) or paper "
+                                                    "(10^7 steps, use a GPU)")
+    p.add_argument("--steps", type=_positive_steps, default=None, help="override the preset's steps (e.g. 300)")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
+                   help="training device (default: the preset's)")
+    p.add_argument("--checkpoints-per-decade", type=_positive_steps, default=None, metavar="K",
+                   help="override the preset's log-spaced checkpoint density")
+    p.add_argument("--workers", type=int, default=1, help="processes analysing checkpoints (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="training seed and seed of the shuffles (default 0)")
+    p.set_defaults(func=_cmd_demo)
+
+    try:
+        from .train.cli import add_parser as add_train_parser
+    except ImportError as exc:  # pragma: no cover - the trainer ships with the package
+        logger.debug("train sub-command unavailable: %s", exc)
+    else:
+        add_train_parser(sub)
+    return parser
+
+
+def _setup_warnings(verbosity: int) -> None:
+    """Keep the command's output short: expected small-spectrum notes only with -v."""
+    from .exceptions import SmallSpectrumWarning
+
+    if verbosity <= 0:
+        warnings.filterwarnings("ignore", category=SmallSpectrumWarning)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    root = logging.getLogger("htsr_diag")
+    if not any(getattr(h, "_htsr_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler._htsr_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``htsr-diag`` command; returns the exit code (0 ok, 1 failure, 2 bad argument/path).
+
+    Examples
+    --------
+    >>> main(["analyze", "model.safetensors", "--json"])      # doctest: +SKIP
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    _setup_logging(args.verbose)
+    name = f"htsr-diag {args.command}"
+    from .exceptions import CheckpointError
+    try:
+        with warnings.catch_warnings():  # the filters are restored when the command returns
+            _setup_warnings(args.verbose)
+            return int(args.func(args) or 0)
+    except CLIError as exc:
+        if args.traceback:
+            raise
+        sys.stderr.write(f"{name}: error: {exc}\n")
+        return exc.code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{name}: interrupted\n")
+        return 130
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, CheckpointError) as exc:
+        if args.traceback:
+            raise
+        sys.stderr.write(f"{name}: error: {exc}\n")
+        return 2
+    except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
+        if args.traceback:
+            raise
+        sys.stderr.write(f"{name}: error: {exc}\n(run with --traceback for details)\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,628 @@
+"""The report of a run folder: figures, trajectory tables, a text summary and one HTML page.
+
+:func:`write_report` analyses every checkpoint of a run written by
+:func:`htsr_diag.train.train` (or takes a ready :class:`~htsr_diag.trajectory.Trajectory`),
+labels the phases twice — from the weights with :class:`~htsr_diag.phases.PhaseClassifier`
+and from the accuracy curves with :func:`~htsr_diag.phases.phases_from_accuracy` — and
+writes into ``out_dir``::
+
+    report.html          self-contained page (figures embedded as base64 PNG)
+    overview.png         (1) accuracy, per-layer alpha (line at 2), traps; phase bands
+    esd.png              (2) ESD + power-law fit at one checkpoint per phase
+    shuffled_esd.png     (3) shuffled ESD + MP fit, edge and traps at the same checkpoints
+    baselines.png        (4) l2 norm, activation sparsity, weight entropy, circuit complexity
+    trajectory.csv       one row per checkpoint x layer
+    trajectory.json      the Trajectory (Trajectory.from_json reads it back)
+    phases.csv           step, accuracies, mean alpha, traps, both labels, confidence
+    summary.txt          phase boundaries, peak test accuracy, when the alarm fired
+    summary.json         the same as JSON
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["RunSummary", "RunReport", "write_report", "check_run_dir", "summarize",
+           "representative_checkpoints", "training_inputs"]
+
+logger = logging.getLogger(__name__)
+
+_PHASES = ("pre-grokking", "grokking", "anti-grokking")
+FIGURES = ("overview", "esd", "shuffled_esd", "baselines")
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return [_clean(v) for v in x.tolist()]
+    if isinstance(x, Mapping):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The headline numbers of a run.
+
+    Attributes
+    ----------
+    n_checkpoints : int
+    first_step, last_step : int
+    predicted_start : dict phase -> int or None
+        First step the weight-only classifier labels each phase (non-causal).
+    accuracy_start : dict phase -> int or None
+        First step of each phase from the accuracy curves (None without metrics).
+    alarm_step : int or None
+        First step the *causal* classifier (what :class:`~htsr_diag.monitor.Monitor` runs
+        during training) reports anti-grokking: when the alarm fires.
+    peak_test_acc : float
+        Highest test accuracy at a checkpoint (NaN without metrics).
+    peak_test_step : int or None
+    final_train_acc, final_test_acc : float
+    agreement : float
+        Fraction of checkpoints where predicted and accuracy labels agree (NaN without).
+    layers : list of str
+        Analysed layers.
+    status : str
+        "ok", or what was missing (e.g. "no accuracy metrics").
+    """
+
+    n_checkpoints: int
+    first_step: int
+    last_step: int
+    predicted_start: dict[str, int | None]
+    accuracy_start: dict[str, int | None]
+    alarm_step: int | None
+    peak_test_acc: float
+    peak_test_step: int | None
+    final_train_acc: float
+    final_test_acc: float
+    agreement: float
+    layers: list[str]
+    status: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field."""
+        return {k: _clean(getattr(self, k)) for k in self.__dataclass_fields__}
+
+    def to_text(self) -> str:
+        """A short plain-text summary (what ``summary.txt`` holds)."""
+        def fmt_step(s: int | None) -> str:
+            return "never" if s is None else f"step {s:,}"
+
+        def fmt_acc(a: float) -> str:
+            return "n/a" if not math.isfinite(a) else f"{a:.3f}"
+
+        lines = [f"checkpoints: {self.n_checkpoints} (steps {self.first_step:,} .. {self.last_step:,}); "
+                 f"layers: {', '.join(self.layers)}",
+                 "phase boundaries (first step of each phase):",
+                 f"  {'phase':<15}{'from weights':>18}{'from accuracy':>18}"]
+        for p in _PHASES:
+            acc = self.accuracy_start.get(p) if self.accuracy_start else None
+            lines.append(f"  {p:<15}{fmt_step(self.predicted_start.get(p)):>18}"
+                         f"{(fmt_step(acc) if self.accuracy_start else 'n/a'):>18}")
+        peak = (f"{fmt_acc(self.peak_test_acc)} at {fmt_step(self.peak_test_step)}"
+                if self.peak_test_step is not None else "n/a")
+        lines += [f"peak test accuracy: {peak}",
+                  f"final accuracy: train {fmt_acc(self.final_train_acc)}, test {fmt_acc(self.final_test_acc)}",
+                  f"anti-grokking alarm (causal, weights only): "
+                  f"{'did not fire' if self.alarm_step is None else 'fired at ' + fmt_step(self.alarm_step)}",
+                  f"agreement of weight-only labels with accuracy labels: "
+                  f"{'n/a' if not math.isfinite(self.agreement) else f'{100 * self.agreement:.0f}%'}"]
+        if self.status != "ok":
+            lines.append(f"note: {self.status}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Where :func:`write_report` put everything, plus the summary and the labels.
+
+    Attributes
+    ----------
+    out_dir : Path
+    html : Path
+    figures : dict of str -> Path
+        ``"overview"``, ``"esd"``, ``"shuffled_esd"``, ``"baselines"``.
+    files : dict of str -> Path
+        ``"trajectory_csv"``, ``"trajectory_json"``, ``"phases_csv"``, ``"summary_txt"``,
+        ``"summary_json"``.
+    summary : RunSummary
+    steps : ndarray of int, shape (n,)
+    predicted : ndarray of str, shape (n,)
+        Weight-only labels.
+    from_accuracy : ndarray of str, shape (n,) or None
+        Accuracy labels (None without metrics).
+    """
+
+    out_dir: Path
+    html: Path
+    figures: dict[str, Path]
+    files: dict[str, Path]
+    summary: RunSummary
+    steps: np.ndarray = field(repr=False)
+    predicted: np.ndarray = field(repr=False)
+    from_accuracy: np.ndarray | None = field(repr=False, default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field."""
+        return {k: _clean(getattr(self, k) if k != "summary" else self.summary.to_dict())
+                for k in self.__dataclass_fields__}
+
+
+# ----------------------------------------------------------------------------- inputs
+def check_run_dir(run_dir: Any, name: str = "run_dir") -> Path:
+    """Return ``run_dir`` as a Path if it is a trainer run folder, else raise a clear error.
+
+    Raises
+    ------
+    TypeError
+        not a str or Path.
+    FileNotFoundError
+        the path does not exist.
+    NotADirectoryError
+        the path is a file.
+    ValueError
+        a folder without ``checkpoints/`` (not a run folder), or without checkpoint files.
+    """
+    if not isinstance(run_dir, (str, Path)):
+        raise TypeError(f"{name} must be a path to a run folder; got {type(run_dir).__name__}.")
+    path = Path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{name} {str(path)!r} does not exist. Pass the folder written by "
+                                f"`htsr-diag train` (it holds config.json, metrics.jsonl, checkpoints/).")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{name} {str(path)!r} is a file, not a run folder. Pass the folder that "
+                                 f"holds checkpoints/ (use `htsr-diag analyze` for a single checkpoint).")
+    ckpt = path / "checkpoints"
+    if not ckpt.is_dir():
+        members = sorted(p.name for p in path.glob("member_*") if p.is_dir())
+        hint = (f" It looks like an ensemble folder; pass one member, e.g. {str(path / members[0])!r}."
+                if members else " Pass the folder written by `htsr-diag train`.")
+        raise ValueError(f"{name} {str(path)!r} is not a run folder: it has no checkpoints/ folder.{hint}")
+    if not any(p.suffix in (".safetensors", ".pt", ".pth") for p in ckpt.iterdir()):
+        raise ValueError(f"{name} {str(path)!r} has no checkpoint files in checkpoints/ "
+                         f"(expected step_*.safetensors). Was the run started?")
+    return path
+
+
+def training_inputs(run_dir: Any) -> Any:
+    """The training inputs of a run folder (for the baselines), or None if they cannot be rebuilt.
+
+    Rebuilt exactly as the trainer selected them, from the run's ``config.json`` (its
+    ``data_dir``, ``n_train_per_class``, ``seed`` / ``data_seed``) and the MNIST data (the
+    bundled subset when no IDX files are found). Failure (no config, data missing) is
+    logged as a warning and gives None: the report then goes on without the two
+    activation-based baselines.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder written by :func:`htsr_diag.train.train`.
+
+    Returns
+    -------
+    ndarray of shape (n_train, 784) in the run's dtype, pixels in [0, 1]; or None
+
+    Examples
+    --------
+    >>> x = training_inputs("runs/demo/run")     # doctest: +SKIP
+    >>> x.shape                                  # doctest: +SKIP
+    (1000, 784)
+    """
+    try:
+        from .train import TrainConfig, load_mnist
+        from .train.trainer import _member_data
+
+        raw = json.loads((Path(run_dir) / "config.json").read_text())
+        cfg = TrainConfig.from_dict(raw)
+        x, _ = _member_data(cfg, load_mnist(cfg.data_dir))
+        return np.asarray(x, dtype=np.dtype(cfg.dtype)) / 255.0  # pixels in [0, 1], as trained
+    except Exception as exc:  # noqa: BLE001 - the report goes on without those baselines
+        logger.warning("activation baselines skipped: cannot rebuild the training inputs of %s (%s)",
+                       run_dir, exc)
+        return None
+
+
+def _finite_labels(steps: np.ndarray, tr: np.ndarray, te: np.ndarray) -> np.ndarray | None:
+    from .phases import phases_from_accuracy
+
+    ok = np.isfinite(tr) & np.isfinite(te)
+    if ok.sum() < 2:
+        return None
+    labels = np.full(steps.size, "", dtype=object)
+    labels[ok] = phases_from_accuracy(steps[ok], np.clip(tr[ok], 0, 1), np.clip(te[ok], 0, 1))
+    # a checkpoint without metrics takes the label of the last one before it that has them
+    last = ""
+    for i in range(steps.size):
+        if labels[i]:
+            last = labels[i]
+        else:
+            labels[i] = last
+    return labels.astype(str)
+
+
+def _first_step(steps: np.ndarray, labels: np.ndarray | None) -> dict[str, int | None]:
+    if labels is None:
+        return {}
+    out: dict[str, int | None] = {}
+    for p in _PHASES:
+        hit = np.flatnonzero(labels == p)
+        out[p] = int(steps[hit[0]]) if hit.size else None
+    return out
+
+
+def summarize(trajectory: Any, predicted: np.ndarray, from_accuracy: np.ndarray | None,
+              alarm_step: int | None) -> RunSummary:
+    """The :class:`RunSummary` of a trajectory and its labels.
+
+    Parameters
+    ----------
+    trajectory : Trajectory
+    predicted : array of str, shape (n,)
+        Weight-only labels.
+    from_accuracy : array of str, shape (n,) or None
+        Accuracy labels.
+    alarm_step : int or None
+        The causal classifier's first anti-grokking step.
+
+    Returns
+    -------
+    RunSummary
+    """
+    steps = np.asarray(trajectory.steps)
+    te = np.asarray(trajectory.metrics.get("test_acc", np.full(steps.size, np.nan)), float)
+    tr = np.asarray(trajectory.metrics.get("train_acc", np.full(steps.size, np.nan)), float)
+    has_te = bool(np.isfinite(te).any())
+    i_peak = int(np.nanargmax(te)) if has_te else None
+    last_tr = tr[np.isfinite(tr)]
+    last_te = te[np.isfinite(te)]
+    agreement = (float(np.mean(np.asarray(predicted) == np.asarray(from_accuracy)))
+                 if from_accuracy is not None else float("nan"))
+    return RunSummary(
+        n_checkpoints=int(steps.size), first_step=int(steps[0]), last_step=int(steps[-1]),
+        predicted_start=_first_step(steps, np.asarray(predicted)),
+        accuracy_start=_first_step(steps, from_accuracy),
+        alarm_step=alarm_step,
+        peak_test_acc=float(te[i_peak]) if i_peak is not None else float("nan"),
+        peak_test_step=int(steps[i_peak]) if i_peak is not None else None,
+        final_train_acc=float(last_tr[-1]) if last_tr.size else float("nan"),
+        final_test_acc=float(last_te[-1]) if last_te.size else float("nan"),
+        agreement=agreement, layers=list(trajectory.layer_names),
+        status="ok" if from_accuracy is not None else "no accuracy metrics in the run folder")
+
+
+def representative_checkpoints(steps: Any, labels: Any, test_acc: Any = None) -> dict[str, int]:
+    """One checkpoint index per phase present in ``labels``.
+
+    pre-grokking: the middle checkpoint of the phase; grokking: the highest test accuracy
+    within the phase (its middle without accuracies); anti-grokking: the last checkpoint
+    (the deepest collapse reached, as the study's 10^7-step state).
+
+    Parameters
+    ----------
+    steps : array of shape (n,)
+    labels : array of str, shape (n,)
+    test_acc : array of shape (n,), optional
+
+    Returns
+    -------
+    dict phase -> index into ``steps``, in phase order.
+
+    Examples
+    --------
+    >>> representative_checkpoints([0, 1, 10, 100, 1000],
+    ...     ["pre-grokking", "pre-grokking", "grokking", "grokking", "anti-grokking"], [.1, .1, .5, .9, .6])
+    {'pre-grokking': 0, 'grokking': 3, 'anti-grokking': 4}
+    """
+    labels = np.asarray(labels, dtype=str)
+    te = None if test_acc is None else np.asarray(test_acc, float)
+    out: dict[str, int] = {}
+    for p in _PHASES:
+        idx = np.flatnonzero(labels == p)
+        if not idx.size:
+            continue
+        if p == "anti-grokking":
+            out[p] = int(idx[-1])
+        elif p == "grokking" and te is not None and np.isfinite(te[idx]).any():
+            out[p] = int(idx[np.nanargmax(te[idx])])
+        else:
+            out[p] = int(idx[(idx.size - 1) // 2])
+    return out
+
+
+def _layer_weights(checkpoint: Any, names: list[str]) -> dict[str, Any]:
+    from .layers import find_layers
+
+    found = find_layers(checkpoint)
+    out = {}
+    for lay in found.layers:
+        if lay.name in names:
+            out[lay.name] = lay.weight
+    return out
+
+
+def _checkpoint_paths(run_dir: Path) -> dict[int, Path]:
+    from .train import list_checkpoints
+
+    return {int(s): Path(p) for s, p in list_checkpoints(run_dir)}
+
+
+# ----------------------------------------------------------------------------- figures
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _spectral_figures(run_dir: Path | None, trajectory: Any, reps: dict[str, int], layers: list[str],
+                      out_dir: Path, rng: int) -> dict[str, Path]:
+    import matplotlib.pyplot as plt
+
+    from .plot import plot_esd, plot_shuffled_esd
+    from .powerlaw import layer_alpha
+    from .spectrum import esd
+    from .traps import correlation_traps, randomized_esd
+
+    steps = np.asarray(trajectory.steps)
+    paths = _checkpoint_paths(run_dir) if run_dir is not None else {}
+    rows = list(reps.items())
+    ncols = max(len(layers), 1)
+    nrows = max(len(rows), 1)
+    fig_e, ax_e = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig_s, ax_s = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for r, (phase, i) in enumerate(rows):
+        step = int(steps[i])
+        source = paths.get(step)
+        weights = _layer_weights(source, layers) if source is not None else {}
+        for c, name in enumerate(layers):
+            W = weights.get(name)
+            title = f"{name}, step {step:,} ({phase})"
+            if W is None:
+                for ax in (ax_e[r, c], ax_s[r, c]):
+                    ax.text(0.5, 0.5, "weights not available", ha="center", va="center",
+                            transform=ax.transAxes)
+                    ax.set_title(title, fontsize=9)
+                continue
+            ev = esd(W)
+            plot_esd(ev, fit=layer_alpha(ev), ax=ax_e[r, c], title=title)
+            ax_e[r, c].legend(fontsize=7)
+            seed = np.random.SeedSequence(rng, spawn_key=(step, c))
+            shuffled = randomized_esd(W, rng=np.random.default_rng(seed))
+            traps = correlation_traps(W, rng=np.random.default_rng(seed))
+            scale = traps.scale if math.isfinite(traps.scale) and traps.scale > 0 else float(np.mean(shuffled))
+            plot_shuffled_esd(shuffled / scale, q=traps.q, sigma=traps.sigma, edge=traps.bulk_edge / scale,
+                              threshold=traps.threshold / scale, n_traps=traps.n_traps, ax=ax_s[r, c],
+                              title=title)
+            ax_s[r, c].legend(fontsize=7)
+    if not rows:
+        for ax in (ax_e[0, 0], ax_s[0, 0]):
+            ax.text(0.5, 0.5, "no checkpoints", ha="center", va="center", transform=ax.transAxes)
+    fig_e.suptitle("ESD of W^T W with the power-law fit, one checkpoint per phase", fontsize=10)
+    fig_s.suptitle("ESD of the element-wise shuffled W with the Marchenko-Pastur fit, edge and traps",
+                   fontsize=10)
+    fig_e.tight_layout()
+    fig_s.tight_layout()
+    return {"esd": _save(fig_e, out_dir / "esd.png"), "shuffled_esd": _save(fig_s, out_dir / "shuffled_esd.png")}
+
+
+def _plot_layers(trajectory: Any, min_dim: int = 50) -> list[str]:
+    names = list(trajectory.layer_names)
+    keep = [n for n in names if np.nanmax(trajectory.feature("min_dim", n)) >= min_dim]
+    return keep or names
+
+
+def _make_figures(trajectory: Any, predicted: np.ndarray, from_accuracy: np.ndarray | None,
+                  run_dir: Path | None, out_dir: Path, rng: int) -> dict[str, Path]:
+    from .plot import figure_baselines, figure_overview, use_agg
+
+    use_agg()
+    steps = np.asarray(trajectory.steps)
+    n = steps.size
+    names = list(trajectory.layer_names)
+    nan = np.full(n, np.nan)
+    fig = figure_overview(
+        steps, train_acc=trajectory.metrics.get("train_acc", nan), test_acc=trajectory.metrics.get("test_acc", nan),
+        alphas={k: trajectory.feature("alpha", k) for k in names},
+        traps={k: trajectory.feature("n_traps", k) for k in names},
+        predicted=predicted, from_accuracy=from_accuracy)
+    figures = {"overview": _save(fig, out_dir / "overview.png")}
+    ref = from_accuracy if from_accuracy is not None else predicted
+    reps = representative_checkpoints(steps, ref, trajectory.metrics.get("test_acc"))
+    figures.update(_spectral_figures(run_dir, trajectory, reps, _plot_layers(trajectory), out_dir, rng))
+    base: dict[str, np.ndarray] = {}
+    l2 = trajectory.baselines.get("l2_norm", trajectory.metrics.get("l2_norm"))
+    if l2 is not None and np.isfinite(l2).any():
+        base["l2_norm"] = l2
+    for k, v in trajectory.baselines.items():
+        if k != "l2_norm":
+            base[k] = v
+    figures["baselines"] = _save(figure_baselines(steps, base, from_accuracy=from_accuracy),
+                                 out_dir / "baselines.png")
+    return {k: figures[k] for k in FIGURES}
+
+
+# ----------------------------------------------------------------------------- tables and page
+def _write_phases_csv(path: Path, trajectory: Any, predicted: np.ndarray, confidence: np.ndarray,
+                      from_accuracy: np.ndarray | None, table: Mapping[str, np.ndarray]) -> Path:
+    steps = np.asarray(trajectory.steps)
+    n = steps.size
+    nan = np.full(n, np.nan)
+    tr = trajectory.metrics.get("train_acc", nan)
+    te = trajectory.metrics.get("test_acc", nan)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "train_acc", "test_acc", "mean_alpha", "n_traps", "predicted", "confidence",
+                    "from_accuracy"])
+        for i in range(n):
+            w.writerow([int(steps[i]), f"{tr[i]:.6g}", f"{te[i]:.6g}", f"{table['alpha'][i]:.6g}",
+                        f"{table['n_traps'][i]:.6g}", predicted[i], f"{confidence[i]:.3f}",
+                        "" if from_accuracy is None else from_accuracy[i]])
+    return path
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+_CAPTIONS = {
+    "overview": "(1) Train and test accuracy, per-layer alpha (dashed line at alpha = 2) and correlation-trap "
+                "counts against the training step (log axis). Full-height bands: phases from the accuracy "
+                "curves; strip along the top: phases predicted from the weights alone.",
+    "esd": "(2) Empirical spectral density of W<sup>T</sup>W with the fitted power-law tail (red; dotted: "
+           "x<sub>min</sub>) at one checkpoint per phase.",
+    "shuffled_esd": "(3) ESD of the element-wise shuffled W (mean 1) with the fitted Marchenko-Pastur density, "
+                    "its bulk edge (dashed) and the Tracy-Widom trap threshold (dotted); crosses are traps.",
+    "baselines": "(4) The competing metrics over training: l2 norm, activation sparsity, absolute weight "
+                 "entropy and approximate circuit complexity.",
+}
+
+
+def _html(summary: RunSummary, figures: Mapping[str, Path], files: Mapping[str, Path], source: str,
+          phases_rows: list[tuple[int, str, str, str, str]]) -> str:
+    esc = html.escape
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             f"<title>htsr_diag report: {esc(source)}</title>",
+             "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;"
+             "color:#222}img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}"
+             "figcaption{font-size:.9em;color:#444}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}"
+             "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:2px 8px;"
+             "text-align:right}</style></head><body>",
+             "<h1>htsr_diag report</h1>",
+             f"<p>Run folder: <code>{esc(source)}</code></p>",
+             "<h2>Summary</h2>", f"<pre>{esc(summary.to_text())}</pre>", "<h2>Figures</h2>"]
+    for key, path in figures.items():
+        parts.append(f"<figure id='{key}'><a href='{esc(path.name)}'><img src='{_data_uri(path)}' "
+                     f"alt='{esc(path.name)}' data-file='{esc(path.name)}'></a>"
+                     f"<figcaption>{_CAPTIONS.get(key, '')} File: <a href='{esc(path.name)}'>"
+                     f"{esc(path.name)}</a></figcaption></figure>")
+    parts.append("<h2>Phases per checkpoint</h2><table><tr><th>step</th><th>train acc</th><th>test acc</th>"
+                 "<th>predicted (weights)</th><th>from accuracy</th></tr>")
+    for step, tr, te, pred, ref in phases_rows:
+        parts.append(f"<tr><td>{step:,}</td><td>{esc(tr)}</td><td>{esc(te)}</td><td>{esc(pred)}</td>"
+                     f"<td>{esc(ref)}</td></tr>")
+    parts.append("</table><h2>Data</h2><ul>")
+    for key, path in files.items():
+        parts.append(f"<li><a href='{esc(path.name)}'>{esc(path.name)}</a></li>")
+    parts.append("</ul><p style='font-size:.8em;color:#777'>Written by htsr_diag.</p></body></html>")
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- entry point
+def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = None,
+                 classifier: Any = None, baselines: bool = True, executor: Any = None,
+                 rng: int = 0, progress: bool | None = None) -> RunReport:
+    """Analyse a run folder and write its report (figures, tables, summary, HTML).
+
+    Parameters
+    ----------
+    run_dir : path, optional
+        A run folder written by :func:`htsr_diag.train.train`. Needed unless ``trajectory``
+        is given (the spectral figures then say "weights not available").
+    out_dir : path, optional
+        Where to write; default ``run_dir / "report"``. Created if missing.
+    trajectory : Trajectory, optional
+        A ready analysis (skips :func:`~htsr_diag.trajectory.analyze_checkpoints`).
+    classifier : PhaseClassifier, optional
+        Default ``PhaseClassifier()`` with its documented thresholds. Its ``causal`` twin
+        (same parameters) dates the alarm.
+    baselines : bool, default True
+        Compute the four baselines (needs the run's training inputs, rebuilt from its
+        config.json and the MNIST data; skipped with a log warning if they cannot be).
+    executor : concurrent.futures.Executor, optional
+        Passed to ``analyze_checkpoints`` to analyse checkpoints in parallel.
+    rng : int, default 0
+        Seed of the shuffles (per checkpoint streams, see ``analyze_checkpoints``).
+    progress : bool, optional
+        Progress bar on stderr (default: when stderr is a terminal).
+
+    Returns
+    -------
+    RunReport
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, ValueError
+        ``run_dir`` missing, a file, or not a run folder (see :func:`check_run_dir`).
+
+    Examples
+    --------
+    >>> rep = write_report("runs/demo/run", "runs/demo")      # doctest: +SKIP
+    >>> print(rep.summary.to_text())                           # doctest: +SKIP
+    """
+    from .phases import PhaseClassifier
+    from .trajectory import analyze_checkpoints
+
+    if run_dir is None and trajectory is None:
+        raise ValueError("write_report needs run_dir (a run folder) or trajectory=...; got neither.")
+    run_path = check_run_dir(run_dir) if run_dir is not None else None
+    if out_dir is None:
+        if run_path is None:
+            raise ValueError("out_dir must be given when the report is built from a trajectory alone.")
+        out_dir = run_path / "report"
+    if not isinstance(out_dir, (str, Path)):
+        raise TypeError(f"out_dir must be a path; got {type(out_dir).__name__}.")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {str(out)!r} is a file; pass a folder for the report.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    if trajectory is None:
+        inputs = training_inputs(run_path) if baselines else None
+        trajectory = analyze_checkpoints(run_path, inputs=inputs, executor=executor, rng=rng, progress=progress)
+    if classifier is None:
+        classifier = PhaseClassifier()
+    causal = PhaseClassifier(**{**classifier.get_params(), "causal": True})
+    if "thresholds_" in classifier.__dict__:
+        causal.thresholds_ = dict(classifier.thresholds_)
+    predicted = classifier.predict(trajectory)
+    confidence = classifier.confidence(trajectory)
+    alarm_step = causal.transition_steps(trajectory).get("anti-grokking")
+    steps = np.asarray(trajectory.steps)
+    nan = np.full(steps.size, np.nan)
+    tr = np.asarray(trajectory.metrics.get("train_acc", nan), float)
+    te = np.asarray(trajectory.metrics.get("test_acc", nan), float)
+    from_accuracy = _finite_labels(steps, tr, te)
+    summary = summarize(trajectory, predicted, from_accuracy, alarm_step)
+
+    figures = _make_figures(trajectory, predicted, from_accuracy, run_path, out, int(rng))
+    table = classifier.features(trajectory)
+    files = {
+        "trajectory_csv": trajectory.to_csv(out / "trajectory.csv"),
+        "trajectory_json": out / "trajectory.json",
+        "phases_csv": _write_phases_csv(out / "phases.csv", trajectory, predicted, confidence, from_accuracy,
+                                        table),
+        "summary_txt": out / "summary.txt",
+        "summary_json": out / "summary.json",
+    }
+    trajectory.to_json(files["trajectory_json"])
+    files["summary_txt"].write_text(summary.to_text())
+    files["summary_json"].write_text(json.dumps(summary.to_dict(), indent=2))
+    rows = [(int(steps[i]), "n/a" if not np.isfinite(tr[i]) else f"{tr[i]:.3f}",
+             "n/a" if not np.isfinite(te[i]) else f"{te[i]:.3f}", str(predicted[i]),
+             "" if from_accuracy is None else str(from_accuracy[i])) for i in range(steps.size)]
+    page = out / "report.html"
+    page.write_text(_html(summary, figures, files, str(run_path) if run_path else "(trajectory)", rows))
+    logger.info("report written to %s", page)
+    return RunReport(out_dir=out, html=page, figures=figures, files={k: Path(v) for k, v in files.items()},
+                     summary=summary, steps=steps, predicted=np.asarray(predicted),
+                     from_accuracy=from_accuracy)
