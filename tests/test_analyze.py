@@ -291,3 +291,34 @@ def test_cuda_weights_are_analysed_on_the_gpu_with_the_cpu_numbers():
     for a, b, c in zip(cpu.layers, gpu.layers, moved.layers):
         assert b.alpha == pytest.approx(a.alpha, rel=1e-6) and c.alpha == pytest.approx(a.alpha, rel=1e-6)
         assert b.n_traps == a.n_traps
+
+
+def test_equal_shapes_are_decomposed_together_in_bounded_batches(monkeypatch):
+    import importlib
+
+    analyze_mod = importlib.import_module("htsr_diag.analyze")  # the module; htsr_diag.analyze is the function
+
+    rng = np.random.default_rng(4)
+    sd = {f"h.{i}.weight": rng.standard_normal((64, 32)) for i in range(5)}
+    sd["odd.weight"] = rng.standard_normal((40, 32))
+    calls = []
+    real = analyze_mod.esd_many
+
+    def recording(ws):
+        calls.append([tuple(w.shape) for w in ws])
+        return real(ws)
+
+    monkeypatch.setattr(analyze_mod, "esd_many", recording)
+    together = analyze(sd, randomize=False)
+    assert sorted(len(c) for c in calls) == [1, 5]  # the five (64, 32) layers in one batch
+    calls.clear()
+    monkeypatch.setattr(analyze_mod, "BATCH_ELEMENTS", 2 * 64 * 32)  # at most two per batch
+    split = analyze(sd, randomize=False)
+    assert sorted(len(c) for c in calls) == [1, 1, 2, 2]
+    assert split.to_json() == together.to_json()
+    # and every layer equals its own single-matrix spectrum fit (reference: numpy SVD eigenvalues)
+    from htsr_diag.powerlaw import layer_alpha
+
+    for name, W in sd.items():
+        ev = np.sort(np.linalg.svd(W, compute_uv=False) ** 2)
+        assert together.layer(name[:-7]).alpha == pytest.approx(layer_alpha(ev, shape=W.shape).alpha, rel=1e-9)

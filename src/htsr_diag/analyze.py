@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 _FORMAT = "htsr_diag.ModelReport"
 #: Models with at least this many layers get a progress bar by default (on a terminal).
 PROGRESS_MIN_LAYERS = 8
+#: Layers of equal shape are decomposed in batches of at most this many float64 weight entries
+#: (256 MiB), so that a large model's batch does not need all its weights in float64 at once.
+BATCH_ELEMENTS = 2**25
 _NAN = float("nan")
 
 
@@ -382,9 +385,7 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
 
     Examples
     --------
-    >>> import torch, torch.nn as nn
-    >>> torch.manual_seed(0)                                          # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> import torch.nn as nn
     >>> model = nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200))
     >>> report = analyze(model, rng=0)
     >>> report.names, [lr.n_traps for lr in report.layers]
@@ -419,12 +420,15 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
         weights[i] = W
         key = (tuple(W.shape), str(W.device) if is_tensor(W) else "numpy")
         groups.setdefault(key, []).append(i)
+    per_batch = {key: max(1, BATCH_ELEMENTS // int(np.prod(key[0]))) for key in groups}
+    batches = [(key, idx[k:k + per_batch[key]]) for key, idx in groups.items()
+               for k in range(0, len(idx), per_batch[key])]
 
     n = len(found.layers)
     enabled = progress if progress is not None else (None if n >= PROGRESS_MIN_LAYERS else False)
     with Progress(n, "analyze", enabled=enabled) as bar:
         bar.update(len(rows))
-        for (shape, where), idx in groups.items():
+        for (shape, where), idx in batches:
             try:
                 spectra = esd_many([weights[i] for i in idx])
             except Exception as exc:
