@@ -171,7 +171,9 @@ def test_state_dict_and_numpy_mapping_give_the_same_matrices():
 def test_single_array_source():
     found = find_layers(np.ones((20, 10)))
     assert [(lm.name, lm.kind, lm.N, lm.M) for lm in found] == [("W", "matrix", 20, 10)]
-    assert isinstance(find_layers(found), LayerSet)
+    assert find_layers(found) is found and isinstance(found, LayerSet)
+    with pytest.raises(ValueError, match="source is already a LayerSet"):
+        find_layers(found, include=["W"])
 
 
 # ----------------------------------------------------------------------------- files

@@ -369,7 +369,8 @@ def find_layers(source: Any, *, include: Any = None, exclude: Any = None, types:
     source : torch.nn.Module, mapping, str, os.PathLike, ndarray or torch.Tensor
         A model; a state dict or any mapping of names to numpy arrays / tensors; a checkpoint
         file (``.safetensors``, or ``.pt`` / ``.pth`` read with ``weights_only=True``); a
-        single weight array (named ``"W"``); or a :class:`LayerSet` (returned as is).
+        single weight array (named ``"W"``); or a :class:`LayerSet` (returned as is; it cannot be
+        filtered again).
     include : str or list of str, optional
         Keep only layers whose name (or parameter name) matches: a regular expression
         (``re.search``) or a list of exact names. Names in a list that match nothing raise.
@@ -411,6 +412,9 @@ def find_layers(source: Any, *, include: Any = None, exclude: Any = None, types:
     [('0.bias', '1-D'), ('2.weight', 'too-small'), ('2.bias', '1-D')]
     """
     if isinstance(source, LayerSet):
+        if include is not None or exclude is not None or types is not None or all_2d:
+            raise ValueError("source is already a LayerSet: include, exclude, types and all_2d cannot be "
+                             "applied to it. Call find_layers on the model itself with these options.")
         return source
     if not isinstance(all_2d, (bool, np.bool_)):
         raise TypeError(f"all_2d must be True or False; got {all_2d!r}.")
