@@ -7,6 +7,18 @@ phase labels for sequences of checkpoints.
 
 from __future__ import annotations
 
+from .analyze import LayerReport, ModelReport, analyze
+from .baselines import (
+    ActivationSparsity,
+    CircuitComplexity,
+    L2Norm,
+    WeightEntropy,
+    activation_sparsity,
+    circuit_complexity,
+    compute_baselines,
+    l2_norm,
+    weight_entropy,
+)
 from .exceptions import (
     CheckpointError,
     DegenerateSpectrumWarning,
@@ -14,6 +26,8 @@ from .exceptions import (
     NotFittedError,
     SmallSpectrumWarning,
 )
+from .layers import LayerMatrix, LayerSet, SkippedParam, find_layers, load_state_dict
+from .powerlaw import PowerLawFit, layer_alpha
 from .spectrum import esd, esd_many, rank_floor
 
 __version__ = "0.1.0"
@@ -23,6 +37,25 @@ __all__ = [
     "esd",
     "esd_many",
     "rank_floor",
+    "layer_alpha",
+    "PowerLawFit",
+    "analyze",
+    "ModelReport",
+    "LayerReport",
+    "find_layers",
+    "load_state_dict",
+    "LayerSet",
+    "LayerMatrix",
+    "SkippedParam",
+    "activation_sparsity",
+    "weight_entropy",
+    "circuit_complexity",
+    "l2_norm",
+    "compute_baselines",
+    "ActivationSparsity",
+    "WeightEntropy",
+    "CircuitComplexity",
+    "L2Norm",
     "HTSRWarning",
     "DegenerateSpectrumWarning",
     "SmallSpectrumWarning",
