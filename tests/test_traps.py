@@ -141,6 +141,19 @@ def test_randomized_analysis_equals_separate_calls():
     assert ks.n_traps == traps.n_traps and ks.n_eigenvalues == 150 and ks.sigma == traps.sigma
 
 
+@pytest.mark.parametrize("shape", [(7, 5), (6, 5, 3, 3)])
+def test_device_shuffle_uses_the_numpy_permutation(shape):
+    # the tensor path (used on CUDA) gathers with rng.permutation; the numpy path shuffles in
+    # place with rng.shuffle: the same Fisher-Yates swaps, so the same shuffled matrix
+    from htsr_diag.traps import _shuffle
+
+    W = np.random.default_rng(0).standard_normal(shape)
+    a = _shuffle(W, np.random.default_rng(1))
+    b = _shuffle(torch.from_numpy(W), np.random.default_rng(1)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, W)
+
+
 def test_torch_tensor_gives_the_numpy_numbers():
     W, _ = _planted((100, 60), 3)
     a = randomized_esd(W, rng=4)
@@ -148,6 +161,9 @@ def test_torch_tensor_gives_the_numpy_numbers():
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * a.max())
     r1, r2 = correlation_traps(W, rng=4), correlation_traps(torch.from_numpy(W), rng=4)
     assert r1.n_traps == r2.n_traps and np.array_equal(r1.large_entry_index, r2.large_entry_index)
+    # half-precision tensors are analysed in float64
+    r3 = correlation_traps(torch.from_numpy(W).to(torch.bfloat16), rng=4)
+    assert r3.n_traps == r1.n_traps
 
 
 @pytest.mark.gpu

@@ -291,7 +291,18 @@ def _shuffle(W: Any, rng: np.random.Generator) -> Any:
 
 
 def _shuffled_spectra(W: Any, rng: np.random.Generator, n_shuffles: int) -> list[np.ndarray]:
+    """Spectra of ``n_shuffles`` shuffles of W, decomposed as one batch by ``esd_many``.
+
+    On the CPU the shuffles are made by numpy and decomposed by torch (its LAPACK, MKL on
+    x86, is faster than numpy's for ``eigvalsh``), still in float64.
+    """
     shuffled = [_shuffle(W, rng) for _ in range(n_shuffles)]
+    if not is_tensor(W):
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a core dependency
+            return esd_many(shuffled)
+        shuffled = [torch.from_numpy(S) for S in shuffled]
     return esd_many(shuffled)
 
 
@@ -300,6 +311,12 @@ def _prepare(W: Any, rng: Any, n_shuffles: Any, center: Any):
     rng = check_rng(rng)
     n_shuffles = _check_n_shuffles(n_shuffles)
     center = _check_bool(center, "center")
+    if is_tensor(W) and W.device.type == "cpu":
+        import torch
+
+        if W.dtype not in (torch.float32, torch.float64):  # float16 / bfloat16: numpy has no bfloat16
+            W = W.to(torch.float64)
+        W = W.numpy()  # a view; CPU work is done by numpy (same numbers as the tensor path)
     if center:
         W = W - W.mean()
     if n_shuffles is None:
