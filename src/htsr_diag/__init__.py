@@ -27,8 +27,26 @@ from .exceptions import (
     SmallSpectrumWarning,
 )
 from .layers import LayerMatrix, LayerSet, SkippedParam, find_layers, load_state_dict
+from .mp import (
+    fit_mp_sigma,
+    mp_cdf,
+    mp_edges,
+    mp_pdf,
+    mp_ppf,
+    tracy_widom_cdf,
+    tracy_widom_quantile,
+    tracy_widom_scale,
+)
 from .powerlaw import PowerLawFit, layer_alpha
 from .spectrum import esd, esd_many, rank_floor
+from .traps import (
+    KSTrapResult,
+    TrapReport,
+    correlation_traps,
+    ks_trap_test,
+    randomized_analysis,
+    randomized_esd,
+)
 
 __version__ = "0.1.0"
 
@@ -39,6 +57,20 @@ __all__ = [
     "rank_floor",
     "layer_alpha",
     "PowerLawFit",
+    "mp_edges",
+    "mp_pdf",
+    "mp_cdf",
+    "mp_ppf",
+    "tracy_widom_scale",
+    "tracy_widom_cdf",
+    "tracy_widom_quantile",
+    "fit_mp_sigma",
+    "randomized_esd",
+    "correlation_traps",
+    "ks_trap_test",
+    "randomized_analysis",
+    "TrapReport",
+    "KSTrapResult",
     "analyze",
     "ModelReport",
     "LayerReport",
