@@ -51,8 +51,10 @@ def check_weight(W: Any, name: str = "W", *, ndims: tuple[int, ...] = (2, 3, 4))
         if not isinstance(W, np.ndarray):
             try:
                 W = np.asarray(W)
-            except Exception as exc:  # pragma: no cover - numpy's own error is clear enough
-                raise TypeError(f"{name} must be a numpy array or torch tensor; got {type(W).__name__}.") from exc
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name} must be a numpy array, a torch tensor or a rectangular nested "
+                                f"sequence of numbers; got a {type(W).__name__} that numpy cannot turn into "
+                                f"an array ({exc}). Pass np.asarray(...) of equal-length rows.") from exc
         if W.dtype == object:
             raise TypeError(f"{name} must be a numeric array; got an object array ({_describe(W)}).")
         if np.iscomplexobj(W):
@@ -81,21 +83,33 @@ def check_weight(W: Any, name: str = "W", *, ndims: tuple[int, ...] = (2, 3, 4))
 
 
 def check_eigenvalues(x: Any, name: str = "eigenvalues") -> np.ndarray:
-    """Validate a 1-D array of eigenvalues; return it float64 and sorted ascending."""
+    """Validate a 1-D array of eigenvalues of W^T W; return it float64 and sorted ascending.
+
+    Tiny negative values, down to ``-n * eps * max|x|`` (the round-off of a symmetric
+    eigensolver, e.g. ``np.linalg.eigvalsh(W.T @ W)`` returns -1e-17 for a true zero),
+    are set to 0; anything more negative is an error.
+    """
     if is_tensor(x):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.ndim != 1:
-        raise ValueError(f"{name} must be 1-D; got shape {x.shape}.")
+        raise ValueError(f"{name} must be 1-D; got shape {x.shape}. Flatten it (np.ravel) if it holds eigenvalues.")
     if x.size == 0:
-        raise ValueError(f"{name} must not be empty.")
+        raise ValueError(f"{name} must not be empty; got an array of shape {x.shape}.")
     if np.iscomplexobj(x) or not np.issubdtype(x.dtype, np.number) or x.dtype == bool:
-        raise TypeError(f"{name} must be real numbers; got dtype {x.dtype}.")
+        raise TypeError(f"{name} must be real numbers; got dtype {x.dtype}. "
+                        f"Pass the eigenvalues of W^T W (or W.real / np.abs(W) explicitly).")
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
-        raise ValueError(f"{name} must be finite; got NaN or Inf.")
-    if (x < 0).any():
-        raise ValueError(f"{name} must be non-negative (eigenvalues of W^T W); got minimum {x.min():.3g}.")
+        raise ValueError(f"{name} must be finite; got {int(np.sum(~np.isfinite(x)))} NaN or Inf value(s). "
+                         f"Check the layer or checkpoint for a diverged run.")
+    lo = float(x.min())
+    if lo < 0:
+        tol = x.size * np.finfo(np.float64).eps * float(np.abs(x).max())
+        if lo < -tol:
+            raise ValueError(f"{name} must be non-negative (eigenvalues of W^T W); got minimum {lo:.3g}. "
+                             f"Pass squared singular values, e.g. scipy.linalg.svdvals(W) ** 2.")
+        x = np.maximum(x, 0.0)
     return np.sort(x)
 
 

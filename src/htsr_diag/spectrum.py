@@ -57,13 +57,48 @@ def matrix_slices(W: Any):
     return np.moveaxis(W.reshape(out, inp, k), 2, 0)
 
 
+def _finfo_eps(dtype: Any) -> float:
+    """Machine epsilon of a floating-point numpy or torch dtype (or an array's / tensor's)."""
+    if isinstance(dtype, np.ndarray) or is_tensor(dtype):
+        dtype = dtype.dtype
+    if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
+        import torch
+
+        if dtype.is_floating_point:
+            return float(torch.finfo(dtype).eps)
+    else:
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            dt = None
+        if dt is not None and np.issubdtype(dt, np.floating):
+            return float(np.finfo(dt).eps)
+    raise TypeError(f"dtype must be a floating-point numpy or torch dtype; got {dtype!r}. "
+                    f"Pass e.g. np.float64 or torch.float32.")
+
+
 def rank_floor(lambda_max: float, shape: Sequence[int], dtype: Any = np.float64) -> float:
     """Eigenvalues below this are numerical zeros: ``lambda_max * max(N, M) * eps(dtype)``.
 
     Relative to the largest eigenvalue (never an absolute cut, so the analysis is scale
-    invariant), and set by the precision the Gram matrix was computed in.
+    invariant), and set by the precision the Gram matrix was computed in (float64 by
+    :func:`esd`, whatever the weight's dtype).
+
+    Parameters
+    ----------
+    lambda_max : float
+        Largest eigenvalue of the spectrum.
+    shape : sequence of int
+        (rows, cols, ...) of the matrix; only the first two are used.
+    dtype : numpy or torch dtype
+        Precision of the eigenvalue computation (default float64).
+
+    Examples
+    --------
+    >>> rank_floor(1.0, (200, 784)) == 784 * np.finfo(np.float64).eps
+    True
     """
-    eps = float(np.finfo(np.dtype(dtype) if not is_tensor(dtype) else np.float64).eps)
+    eps = _finfo_eps(dtype)
     n = max(int(shape[0]), int(shape[1]))
     return float(lambda_max) * n * eps
 
