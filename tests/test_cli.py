@@ -22,8 +22,12 @@ FIGURES = ("overview.png", "esd.png", "shuffled_esd.png", "baselines.png")
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """`htsr-diag demo --steps 300 --checkpoints-per-decade 3 --out OUT`: the whole study, short."""
+    import torch
+
     out = tmp_path_factory.mktemp("demo") / "out"
+    threads = torch.get_num_threads()
     assert main(["demo", "--steps", "300", "--checkpoints-per-decade", "3", "--out", str(out)]) == 0
+    assert torch.get_num_threads() == threads  # the demo's 1-thread default is undone on return
     return out
 
 
@@ -160,6 +164,11 @@ def test_usage_errors(capsys, tmp_path):
     f.write_text("x")
     code, _, err = _run(capsys, "demo", "--out", str(f), "--steps", "10")
     _assert_clean_error(code, err, f"--out {str(f)!r} is a file")
+
+
+def test_threads_option(capsys, tmp_path):
+    code, _, err = _run(capsys, "--threads", "0", "phases", str(tmp_path))
+    _assert_clean_error(code, err, "--threads must be >= 1; got 0")
 
 
 def test_train_subcommand_is_registered(capsys):
