@@ -334,10 +334,13 @@ def test_nan_stops_with_clear_message_and_keeps_saved(tmp_path, monkeypatch):
     real = T._grad
     count = {"n": 0}
 
-    def poisoned(views, x, t):
+    def poisoned(views, x, t, out=None):
         count["n"] += 1
-        g = real(views, x, t)
-        return g * float("nan") if count["n"] > 40 else g
+        g = real(views, x, t, out=out)
+        if count["n"] > 40:
+            for o in (out if out is not None else [g]):
+                o.fill_(float("nan"))
+        return g
 
     monkeypatch.setattr(T, "_grad", poisoned)
     with pytest.raises(TrainingDivergedError, match=r"diverged by step 56: non-finite loss or weights in member\(s\) \[0\]"):
@@ -372,3 +375,18 @@ def test_progress_bar_shows_rate_and_accuracy(tmp_path, capsys):
     train(SMALL.replace(steps=20), tmp_path / "run", progress=True)
     err = capsys.readouterr().err
     assert "/s" in err and "test_acc=" in err and "20/20" in err
+
+
+def test_batched_device_path_equals_reference_on_cpu(tmp_path, monkeypatch):
+    # The CUDA code path (one batched step, device-side bias corrections) run on CPU.
+    init = T._Engine.__init__
+
+    def batched_init(self, *a, **kw):
+        init(self, *a, **kw)
+        self.batched = True
+
+    monkeypatch.setattr(T._Engine, "__init__", batched_init)
+    cfgs = [SMALL.replace(seed=0, lr=1e-3, weight_decay=0.1), SMALL.replace(seed=4, lr=3e-3, weight_decay=0.0)]
+    dirs = train_ensemble(cfgs, tmp_path / "ens", progress=False)
+    for d, cfg in zip(dirs, cfgs):
+        _assert_same(_final(d), _reference_run(cfg), rtol=1e-9, atol=1e-9)

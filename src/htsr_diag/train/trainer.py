@@ -208,23 +208,49 @@ def _forward(views: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b3.unsqueeze(1), h2, W3.transpose(1, 2))
 
 
-def _grad(views: list[torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Gradient of the mean-squared error (``nn.MSELoss()``) w.r.t. all parameters, (R, P)."""
+def _grad(views: list[torch.Tensor], x: torch.Tensor, t: torch.Tensor,
+          out: list[torch.Tensor] | None = None) -> torch.Tensor | None:
+    """Gradient of the mean-squared error (``nn.MSELoss()``) w.r.t. all parameters.
+
+    x (R, B, in), t (R, B, 10). Returns the gradient as (R, P), or writes it into the views
+    ``out`` (same layout as ``views``) and returns None.
+    """
     W1, b1, W2, b2, W3, b3 = views
     R, B = x.shape[0], x.shape[1]
     h1 = torch.baddbmm(b1.unsqueeze(1), x, W1.transpose(1, 2)).relu_()
     h2 = torch.baddbmm(b2.unsqueeze(1), h1, W2.transpose(1, 2)).relu_()
-    out = torch.baddbmm(b3.unsqueeze(1), h2, W3.transpose(1, 2))
-    g3 = out.sub_(t).mul_(2.0 / (B * t.shape[2]))                  # dL/d out
-    gW3 = torch.bmm(g3.transpose(1, 2), h2)
-    gb3 = g3.sum(1)
-    g2 = torch.bmm(g3, W3).masked_fill_(h2 <= 0, 0.0)               # ReLU backward (grad where out > 0)
-    gW2 = torch.bmm(g2.transpose(1, 2), h1)
-    gb2 = g2.sum(1)
-    g1 = torch.bmm(g2, W2).masked_fill_(h1 <= 0, 0.0)
-    gW1 = torch.bmm(g1.transpose(1, 2), x)
-    gb1 = g1.sum(1)
-    return torch.cat([g.reshape(R, -1) for g in (gW1, gb1, gW2, gb2, gW3, gb3)], dim=1)
+    g3 = torch.baddbmm(b3.unsqueeze(1), h2, W3.transpose(1, 2))
+    g3.sub_(t).mul_(2.0 / (B * t.shape[2]))                         # dL/d out
+    # ReLU backward exactly as autograd does it: zero where the ReLU output is <= 0
+    g2 = torch.ops.aten.threshold_backward(torch.bmm(g3, W3), h2, 0.0)
+    g1 = torch.ops.aten.threshold_backward(torch.bmm(g2, W2), h1, 0.0)
+    if out is None:
+        grads = (torch.bmm(g1.transpose(1, 2), x), g1.sum(1), torch.bmm(g2.transpose(1, 2), h1), g2.sum(1),
+                 torch.bmm(g3.transpose(1, 2), h2), g3.sum(1))
+        return torch.cat([g.reshape(R, -1) for g in grads], dim=1)
+    gW1, gb1, gW2, gb2, gW3, gb3 = out
+    torch.bmm(g1.transpose(1, 2), x, out=gW1)
+    torch.sum(g1, 1, out=gb1)
+    torch.bmm(g2.transpose(1, 2), h1, out=gW2)
+    torch.sum(g2, 1, out=gb2)
+    torch.bmm(g3.transpose(1, 2), h2, out=gW3)
+    torch.sum(g3, 1, out=gb3)
+    return None
+
+
+class _Member:
+    """Row views of one member's parameters, gradient and AdamW moments (CPU path)."""
+
+    def __init__(self, eng: "_Engine", r: int):
+        cfg = eng.configs[r]
+        self.params = eng.params[r:r + 1]
+        self.grad = eng.grad[r:r + 1]
+        self.exp_avg = eng.exp_avg[r:r + 1]
+        self.exp_avg_sq = eng.exp_avg_sq[r:r + 1]
+        self.param_views = eng.layout.views(self.params)
+        self.grad_views = eng.layout.views(self.grad)
+        self.lr = cfg.lr
+        self.decay = 1.0 - cfg.lr * cfg.weight_decay  # exactly torch.optim.AdamW's factor
 
 
 class _Engine:
@@ -250,6 +276,11 @@ class _Engine:
         self.lr = torch.tensor([c.lr for c in configs], **kw).unsqueeze(1)
         self.decay = torch.tensor([1.0 - c.lr * c.weight_decay for c in configs], **kw).unsqueeze(1)
         self.t = torch.zeros((), **kw)                    # step counter on the device
+        self.k = 0                                        # step counter on the host
+        self.batched = device.type != "cpu"
+        self.grad = torch.zeros_like(self.params)
+        self.param_views = self.layout.views(self.params)
+        self.members = [_Member(self, r) for r in range(self.R)]
         self.x_train = x_train                            # (R, n, 784)
         self.t_train = torch.nn.functional.one_hot(y_train, 10).to(self.dtype)  # (R, n, 10)
         self.y_train = y_train
@@ -284,24 +315,53 @@ class _Engine:
 
     # -------------------------------------------------------------- one step
     def _step(self, idx: torch.Tensor) -> None:
-        """One AdamW step for every member; idx (R, B). Pure device work, no host sync."""
+        """One AdamW step for every member; idx (R, B) indices into each member's training set."""
+        if self.batched:
+            self._step_batched(idx)
+            return
+        # CPU: member by member on contiguous row views (cache-friendly, the same arithmetic as
+        # torch.optim.AdamW), bias corrections as Python floats
+        self.k += 1
+        bc1 = 1.0 - self.beta1 ** self.k
+        bc2_sqrt = math.sqrt(1.0 - self.beta2 ** self.k)
+        for r, mem in enumerate(self.members):
+            rows = idx[r] + r * self.n if r else idx[r]
+            x = self.x_flat.index_select(0, rows).unsqueeze(0)
+            t = self.t_flat.index_select(0, rows).unsqueeze(0)
+            _grad(mem.param_views, x, t, out=mem.grad_views)
+            p, g, m, v = mem.params, mem.grad, mem.exp_avg, mem.exp_avg_sq
+            if mem.decay != 1.0:
+                p.mul_(mem.decay)
+            m.lerp_(g, 1.0 - self.beta1)
+            v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+            denom = v.sqrt().div_(bc2_sqrt).add_(self.eps)
+            p.addcdiv_(m, denom, value=-mem.lr / bc1)
+
+    def _step_batched(self, idx: torch.Tensor) -> None:
+        """All members at once with batched matmuls; step-dependent scalars stay on the device
+        (no host synchronisation; capturable in a CUDA graph)."""
         flat = (idx + self.offsets).reshape(-1)
         x = self.x_flat.index_select(0, flat).view(self.R, self.B, -1)
         t = self.t_flat.index_select(0, flat).view(self.R, self.B, -1)
-        g = _grad(self.layout.views(self.params), x, t)
+        g = _grad(self.param_views, x, t)
         self.t += 1
         bc1 = 1.0 - torch.pow(self.beta1, self.t)
         bc2_sqrt = torch.sqrt(1.0 - torch.pow(self.beta2, self.t))
-        # torch.optim.AdamW: decoupled decay, then the Adam update with bias corrections
         self.params.mul_(self.decay)
         self.exp_avg.lerp_(g, 1.0 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
         denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(self.eps)
         self.params.addcmul_(self.exp_avg / denom, self.lr / bc1, value=-1.0)
 
+    def set_step(self, step: int) -> None:
+        self.step = step
+        self.k = step
+        self.t.fill_(step)
+
     def compile(self) -> None:
         """Wrap the step in ``torch.compile`` (CUDA graphs on CUDA via mode="reduce-overhead")."""
         mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self.batched = True  # Python floats would be baked into the graph
         self.step_fn = torch.compile(self._step, mode=mode, dynamic=False)
 
     # -------------------------------------------------------------- evaluation
@@ -436,8 +496,7 @@ def _load_state(state_dir: Path, eng: _Engine) -> float | None:
         eng.params.copy_(tensors["params"])
         eng.exp_avg.copy_(tensors["exp_avg"])
         eng.exp_avg_sq.copy_(tensors["exp_avg_sq"])
-        eng.step = step
-        eng.t.fill_(step)
+        eng.set_step(step)
         return float(meta.get("wall_time", "0"))
     return None
 
