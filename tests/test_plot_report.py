@@ -184,6 +184,29 @@ def test_write_report_needs_a_source(tmp_path):
         write_report(None, tmp_path)
 
 
+def test_write_report_argument_errors(tmp_path):
+    with pytest.raises(TypeError, match=r"rng must be a non-negative int seed; got -1"):
+        write_report(tmp_path, rng=-1)
+    with pytest.raises(TypeError, match=r"classifier must be a htsr_diag.PhaseClassifier; got str"):
+        write_report(tmp_path, classifier="rules")
+    with pytest.raises(TypeError, match=r"trajectory must be a htsr_diag.Trajectory .* got dict"):
+        write_report(trajectory={}, out_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"run_dir '.*nope' does not exist"):
+        write_report(tmp_path / "nope")
+
+
+def test_write_report_out_dir_is_a_file(report, tmp_path):
+    from htsr_diag.trajectory import Trajectory
+
+    traj = Trajectory.from_json(report.files["trajectory_json"])
+    f = tmp_path / "taken"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"out_dir '.*taken' is a file"):
+        write_report(trajectory=traj, out_dir=f)
+    with pytest.raises(ValueError, match="out_dir must be given"):
+        write_report(trajectory=traj)
+
+
 # ----------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:

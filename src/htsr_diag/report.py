@@ -26,6 +26,7 @@ import html
 import json
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -562,7 +563,11 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     Raises
     ------
     FileNotFoundError, NotADirectoryError, ValueError
-        ``run_dir`` missing, a file, or not a run folder (see :func:`check_run_dir`).
+        ``run_dir`` missing, a file, or not a run folder (see :func:`check_run_dir`);
+        ``out_dir`` an existing file.
+    TypeError
+        ``classifier`` not a PhaseClassifier, ``trajectory`` not a Trajectory, ``rng`` not
+        a non-negative int.
 
     Examples
     --------
@@ -574,6 +579,13 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
 
     if run_dir is None and trajectory is None:
         raise ValueError("write_report needs run_dir (a run folder) or trajectory=...; got neither.")
+    if isinstance(rng, bool) or not isinstance(rng, numbers.Integral) or rng < 0:
+        raise TypeError(f"rng must be a non-negative int seed; got {rng!r}.")
+    if classifier is not None and not isinstance(classifier, PhaseClassifier):
+        raise TypeError(f"classifier must be a htsr_diag.PhaseClassifier; got {type(classifier).__name__}.")
+    if trajectory is not None and not (hasattr(trajectory, "steps") and hasattr(trajectory, "feature")):
+        raise TypeError(f"trajectory must be a htsr_diag.Trajectory (from analyze_checkpoints); got "
+                        f"{type(trajectory).__name__}.")
     run_path = check_run_dir(run_dir) if run_dir is not None else None
     if out_dir is None:
         if run_path is None:
