@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import platform
 import statistics
 import sys
@@ -116,6 +117,7 @@ def main(argv=None) -> int:
     data = load_mnist("bundled")
     x, y = _member_data(cfg, data)
     ens = [cfg.replace(seed=s) for s in range(args.ensemble)]
+    load0 = os.getloadavg()[0]
     base, ours, ours_r = [], [], []
     baseline_steps_per_s(cfg, x, y, dev, 20)  # warm-up
     engine_steps_per_s([cfg], data, dev, 20)
@@ -123,6 +125,7 @@ def main(argv=None) -> int:
         base.append(baseline_steps_per_s(cfg, x, y, dev, args.steps))
         ours.append(engine_steps_per_s([cfg], data, dev, args.steps))
         ours_r.append(engine_steps_per_s(ens, data, dev, max(args.steps // 4, 20)))
+    load1 = os.getloadavg()[0]
     mb, mo, mr = (statistics.median(v) for v in (base, ours, ours_r))
     device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}), {args.threads} torch thread(s)"
     cmd = "  .venv/bin/python benchmarks/bench_trainer.py " + " ".join(
@@ -144,6 +147,16 @@ def main(argv=None) -> int:
         f"- Speed-up of the trainer over the Omnigrok-style loop (1 run): **{mo / mb:.2f}x** (target >= 1.3x).",
         f"- Ensemble R={args.ensemble}: one ensemble step takes {mo / mr:.2f}x the time of one single-run step, "
         f"i.e. {args.ensemble * mr / mo:.2f}x the throughput of {args.ensemble} sequential single runs.",
+        "",
+        f"- Machine load (1-minute load average, {os.cpu_count()} CPUs): {load0:.1f} at the start, "
+        f"{load1:.1f} at the end; on a shared machine absolute rates are noisy, the interleaved "
+        f"ratio less so.",
+        "- On CPU the ensemble steps its members one after the other (the work is compute-bound), so "
+        "it brings no speed-up there; its gain is on a GPU, where the R members run as one batched "
+        "step." if dev.type == "cpu" else "",
+        "- GPU: " + ("measured above." if dev.type == "cuda" else
+                     "not measured: no GPU was available for this task (the CUDA path is written "
+                     "and tested on CPU only; run this script with --device cuda on a GPU machine)."),
         "",
         "Reproduce:",
         "",
