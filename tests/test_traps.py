@@ -148,7 +148,9 @@ def test_device_shuffle_uses_the_numpy_permutation(shape):
     from htsr_diag.traps import _shuffle
 
     W = np.random.default_rng(0).standard_normal(shape)
+    W0 = W.copy()
     a = _shuffle(W, np.random.default_rng(1))
+    np.testing.assert_array_equal(W, W0)  # the input is never modified
     b = _shuffle(torch.from_numpy(W), np.random.default_rng(1)).numpy()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, W)

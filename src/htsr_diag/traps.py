@@ -390,7 +390,7 @@ def randomized_esd(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
 # --------------------------------------------------------------------------- analysis
 def _nan_report(W: Any, n_shuffles: int, false_alarm: float, center: bool, status: str) -> TrapReport:
     n, m, q = matrix_dims(W.shape[:2])
-    warnings.warn(f"correlation traps: {status}; fields are NaN.", DegenerateSpectrumWarning, stacklevel=3)
+    warnings.warn(f"correlation traps: {status}; fields are NaN.", DegenerateSpectrumWarning, stacklevel=4)
     nan = float("nan")
     return TrapReport(
         n_traps=nan, trap_eigenvalues=np.empty(0), threshold=nan, bulk_edge=nan, tw_scale=nan,
