@@ -323,6 +323,11 @@ def test_ensemble_resume_equals_uninterrupted(tmp_path):
     ref = train_ensemble(cfgs, tmp_path / "ref", progress=False)
     with pytest.raises(_Kill):
         train_ensemble(cfgs, tmp_path / "ens", progress=False, callback=_killer(55))
+    assert (tmp_path / "ens" / "ensemble.json").is_file()  # written before training starts
+    with pytest.raises(ValueError, match="other members or configs"):
+        train_ensemble([cfgs[0], cfgs[1].replace(lr=1e-2)], tmp_path / "ens", progress=False)
+    with pytest.raises(ValueError, match="already holds an ensemble"):
+        train_ensemble(cfgs, tmp_path / "ens", progress=False, resume=False)
     dirs = train_ensemble(cfgs, tmp_path / "ens", progress=False)
     for a, b in zip(dirs, ref):
         _assert_same(_final(a), _final(b))

@@ -419,6 +419,13 @@ def _check_compatible(configs: Sequence[TrainConfig]) -> None:
 
 
 # --------------------------------------------------------------------------- run folders
+def _config_diff(saved: dict, cfg: TrainConfig) -> dict:
+    """Fields (other than device, steps, data_dir) where a saved config differs: name -> (saved, new)."""
+    old = TrainConfig.from_dict(saved).to_dict()
+    return {k: (old[k], v) for k, v in cfg.to_dict().items()
+            if k not in ("device", "steps", "data_dir") and old.get(k) != v}
+
+
 def _write_config(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
     path = run_dir / "config.json"
     new = dict(cfg.to_dict(), htsr_diag_version=_version())
@@ -426,9 +433,7 @@ def _write_config(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
         if not resume:
             raise ValueError(f"out_dir {run_dir} already holds a run (config.json); pass resume=True to "
                              f"continue it or choose a new folder.")
-        old = TrainConfig.from_dict(json.loads(path.read_text())).to_dict()
-        diff = {k: (old[k], v) for k, v in cfg.to_dict().items()
-                if k not in ("device", "steps", "data_dir") and old.get(k) != v}
+        diff = _config_diff(json.loads(path.read_text()), cfg)
         if diff:
             raise ValueError(f"out_dir {run_dir} holds a run with a different config "
                              f"(field: (saved, requested)) {diff}; choose a new folder to train this config.")
@@ -589,13 +594,19 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | os.PathLike, *
     ens_path = out / "ensemble.json"
     members = [{"dir": d.name, "config": c.to_dict()} for d, c in zip(dirs, configs)]
     if ens_path.is_file() and resume:
-        old = json.loads(ens_path.read_text())
-        if [m["dir"] for m in old.get("members", [])] != [m["dir"] for m in members]:
-            raise ValueError(f"out_dir {out} holds an ensemble with other members; choose a new folder.")
-    _run(configs, dirs, out / "state", device=device, progress=progress, resume=resume,
-         callback=callback, compile=compile)
+        old = json.loads(ens_path.read_text()).get("members", [])
+        same = [m["dir"] for m in old] == [m["dir"] for m in members] and not any(
+            _config_diff(m["config"], c) for m, c in zip(old, configs))
+        if not same:
+            raise ValueError(f"out_dir {out} holds an ensemble with other members or configs; choose a "
+                             f"new folder to train this ensemble.")
+    elif ens_path.is_file() and not resume:
+        raise ValueError(f"out_dir {out} already holds an ensemble (ensemble.json); pass resume=True "
+                         f"to continue it or choose a new folder.")
     _atomic_write_bytes(ens_path, (json.dumps({"htsr_diag_version": _version(), "members": members},
                                               indent=2) + "\n").encode())
+    _run(configs, dirs, out / "state", device=device, progress=progress, resume=resume,
+         callback=callback, compile=compile)
     return dirs
 
 
