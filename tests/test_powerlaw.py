@@ -394,3 +394,18 @@ def test_shape_only_for_eigenvalues_and_method_checked():
         layer_alpha(np.eye(3), shape=(3, 3))
     with pytest.raises(ValueError, match=r"method must be one of"):
         layer_alpha(np.random.default_rng(0).standard_normal((5, 4)), method="qr")
+
+
+@pytest.mark.parametrize("selection", ["ww", "two-sided"])
+def test_pruning_equals_full_evaluation(monkeypatch, selection):
+    """The pruned search returns exactly what evaluating every candidate returns."""
+    import htsr_diag.powerlaw as pl_mod
+
+    rng = np.random.default_rng(21)
+    spectra = [rng.pareto(2.5, 1200) + 1.0,  # flat D over many candidates: pruning's hard case
+               (rng.pareto(1.5, 1000) + 1.0) * rng.uniform(0.5, 1.0, 1000),
+               SPECTRA["student-t df=3 (500x250)"]]
+    pruned = [fit(x, selection=selection) for x in spectra]
+    monkeypatch.setattr(pl_mod, "_PRUNE_LEVELS", ())
+    full = [fit(x, selection=selection) for x in spectra]
+    assert pruned == full
