@@ -394,3 +394,33 @@ def test_batched_device_path_equals_reference_on_cpu(tmp_path, monkeypatch):
     dirs = train_ensemble(cfgs, tmp_path / "ens", progress=False)
     for d, cfg in zip(dirs, cfgs):
         _assert_same(_final(d), _reference_run(cfg), rtol=1e-9, atol=1e-9)
+
+
+def test_batched_step_traces_as_one_graph(monkeypatch):
+    # What compile=True relies on (CUDA graphs need a single graph without host syncs):
+    # dynamo captures the batched step whole; checked with the eager backend (no C++ compiler).
+    import torch._dynamo as dynamo
+    cfgs = [SMALL.replace(seed=0), SMALL.replace(seed=1, lr=1e-3)]
+    data = load_mnist("bundled")
+    xs, ys = zip(*(T._member_data(c, data) for c in cfgs))
+
+    def engine():
+        e = T._Engine(cfgs, torch.device("cpu"), torch.as_tensor(np.stack(xs)).double() / 255,
+                      torch.as_tensor(np.stack(ys)), torch.as_tensor(data.test_x[:100]).double() / 255,
+                      torch.as_tensor(data.test_y[:100]))
+        e.batched = True
+        return e
+
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    with torch.no_grad():
+        a, b = engine(), engine()
+        b.step_fn = torch.compile(b._step, backend="eager", dynamic=False)
+        idx = a.batch_indices(0, 10)
+        for i in range(10):
+            a.step_fn(idx[i])
+            b.step_fn(idx[i])
+    assert dict(dynamo.utils.counters["graph_break"]) == {}
+    assert dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    torch.testing.assert_close(a.params, b.params, rtol=1e-12, atol=1e-12)
+    dynamo.reset()
