@@ -95,7 +95,7 @@ def rank_floor(lambda_max: float, shape: Sequence[int], dtype: Any = np.float64)
 
     Examples
     --------
-    >>> rank_floor(1.0, (200, 784)) == 784 * np.finfo(np.float64).eps
+    >>> bool(rank_floor(1.0, (200, 784)) == 784 * np.finfo(np.float64).eps)
     True
     """
     eps = _finfo_eps(dtype)
