@@ -265,18 +265,37 @@ def test_scale_invariance(factor):
     assert scaled.ks_distance == pytest.approx(base.ks_distance, rel=1e-9)
 
 
-def test_weightwatcher_absolute_cut_breaks_scale_invariance():
-    """WW drops eigenvalues <= 1e-5 (absolute): scaling a spectrum changes its alpha; ours does not."""
-    x = np.random.default_rng(2).pareto(2.0, size=400) + 1.0  # a power law from xmin ~ 1
-    scale = 5e-6  # as for W * 2.2e-3: 308 of the 400 eigenvalues fall below WW's 1e-5
+def _mlp_weights_unscaled():
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(784, 200), torch.nn.Linear(200, 200)]
+    return [lay.weight.detach().double().numpy() for lay in layers]
+
+
+def test_weightwatcher_absolute_cut_at_1e_minus_3():
+    """WW drops eigenvalues <= 1e-5 (absolute). Measured facts, W * 1e-3 (eigenvalues * 1e-6):
+
+    * the study's MLP (init x 8, eigenvalues 5..84 -> 5e-6..8e-5): WW's xmin stays above the
+      cut, so its alpha does NOT change;
+    * the same MLP at plain PyTorch default init (x 1, eigenvalues <= 1.3 -> <= 1.3e-6):
+      every eigenvalue falls below the cut and WW's fit fails (alpha = -1, status "failed").
+    Ours gives the same alpha in every case (relative rank cut).
+    """
     with _quiet():
         from weightwatcher import WeightWatcher
         ww = WeightWatcher()
-        a_ref = ww.fit_powerlaw(x, plot=False)[0]
-        a_scaled = ww.fit_powerlaw(x * scale, plot=False)[0]
-    assert a_ref == pytest.approx(ww_fit(x).alpha, rel=RTOL)
-    assert abs(a_scaled - a_ref) > 0.05 * a_ref  # WW's answer changes
-    assert fit(x * scale).alpha == pytest.approx(fit(x).alpha, rel=1e-9)  # ours does not
+    for scale, ww_changes in [(8.0, False), (1.0, True)]:
+        for W in _mlp_weights_unscaled():
+            W = W * scale
+            with _quiet():
+                ref = ww.fit_powerlaw(esd(W, method="svd"), plot=False)
+                small = ww.fit_powerlaw(esd(W * 1e-3, method="svd"), plot=False)
+            assert ref[-2] == "success"
+            if ww_changes:
+                assert small[0] == -1 and small[-2] == "failed"
+            else:
+                assert small[-2] == "success" and small[0] == pytest.approx(ref[0], rel=1e-9)
+            assert fit(W * 1e-3).alpha == pytest.approx(fit(W).alpha, rel=1e-9)
+            assert fit(W).alpha == pytest.approx(ref[0], rel=RTOL)
 
 
 # --------------------------------------------------------------------------- degenerate

@@ -165,7 +165,7 @@ def esd(W: Any, *, method: str = "eigh") -> np.ndarray:
 
 
 def esd_many(weights: Sequence[Any], *, method: str = "eigh") -> list[np.ndarray]:
-    """:func:`esd` of many matrices; those of equal shape, dtype and device form one batch.
+    """:func:`esd` of many matrices; those of equal shape and device form one batch (float64).
 
     Returns the spectra in the order given.
     """
