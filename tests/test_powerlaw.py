@@ -428,3 +428,12 @@ def test_pruning_equals_full_evaluation(monkeypatch, selection):
     monkeypatch.setattr(pl_mod, "_PRUNE_LEVELS", ())
     full = [fit(x, selection=selection) for x in spectra]
     assert pruned == full
+
+
+def test_conv_kernel_input_pools_slices():
+    K = np.random.default_rng(9).standard_t(3, size=(32, 16, 3, 3))
+    pooled = np.sort(np.concatenate([esd(K[:, :, i, j]) for i in range(3) for j in range(3)]))
+    ours = fit(K)
+    assert ours.n_eigenvalues == 16 * 9
+    assert ours == fit(pooled, shape=(32, 16))
+    assert ours.alpha == pytest.approx(ww_fit(pooled).alpha, rel=RTOL)  # reference: WWFit on pooled slices

@@ -165,9 +165,27 @@ def esd(W: Any, *, method: str = "eigh") -> np.ndarray:
 
 
 def esd_many(weights: Sequence[Any], *, method: str = "eigh") -> list[np.ndarray]:
-    """:func:`esd` of many matrices; those of equal shape and device form one batch (float64).
+    """:func:`esd` of many matrices; those of equal shape and device form one batch.
 
-    Returns the spectra in the order given.
+    Parameters
+    ----------
+    weights : sequence of ndarray or torch.Tensor
+        Matrices (rows, cols) or conv kernels (out, in, *kernel), any mix of shapes,
+        dtypes and devices. Each group of equal shape and device is decomposed by one
+        batched call (in float64).
+    method : {"eigh", "svd"}
+        As in :func:`esd`.
+
+    Returns
+    -------
+    list of ndarray
+        The spectra in the order given; ``out[i]`` equals ``esd(weights[i])``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> [ev.tolist() for ev in esd_many([np.diag([2.0, 1.0]), np.eye(3)])]
+    [[1.0, 4.0], [1.0, 1.0, 1.0]]
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}; got {method!r}.")
