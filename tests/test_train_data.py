@@ -181,15 +181,18 @@ def test_bundle_equals_pool_of_full_files_and_rebuilds_byte_identical(tmp_path):
 
 @needs_idx
 def test_training_subset_same_from_full_files_and_bundle():
-    from htsr_diag.train.trainer import _member_data
-    from htsr_diag.train import PRESETS
+    from htsr_diag.train import PRESETS, training_subset
     full = load_mnist(SHARED)
     b = load_mnist("bundled")
     for seed in (0, 7):
-        xf, yf = _member_data(PRESETS["paper"].replace(seed=seed), full)
-        xb, yb = _member_data(PRESETS["paper"].replace(seed=seed), b)
+        xf, yf = training_subset(PRESETS["paper"].replace(seed=seed), full)
+        xb, yb = training_subset(PRESETS["paper"].replace(seed=seed), b)
+        assert np.bincount(yf).tolist() == [100] * 10
         np.testing.assert_array_equal(xf, xb)
         np.testing.assert_array_equal(yf, yb)
+    with pytest.raises(ValueError, match="n_train_per_class must be <= 1000 with the bundled"):
+        training_subset(PRESETS["paper"].replace(n_train_per_class=1001), b)
+    assert training_subset(PRESETS["paper"].replace(n_train_per_class=1001), full)[0].shape == (10010, 784)
 
 
 def test_stratified_indices_counts_and_seeding():

@@ -26,6 +26,7 @@ from .trainer import (
     resolve_device,
     train,
     train_ensemble,
+    training_subset,
 )
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "train",
     "train_ensemble",
     "training_pool",
+    "training_subset",
 ]

@@ -32,7 +32,7 @@ import torch
 
 from .._progress import Progress
 from .config import TrainConfig
-from .data import POOL_PER_CLASS, load_mnist, stratified_indices, training_pool
+from .data import MNIST, POOL_PER_CLASS, load_mnist, stratified_indices, training_pool
 from .model import PARAM_NAMES, init_mlp_params
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "resolve_device",
+    "training_subset",
     "TrainingDivergedError",
 ]
 
@@ -389,7 +390,34 @@ class _Engine:
 
 
 # --------------------------------------------------------------------------- data
-def _member_data(cfg: TrainConfig, data) -> tuple[np.ndarray, np.ndarray]:
+def training_subset(config: TrainConfig, data: MNIST | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels a run with ``config`` trains on.
+
+    ``n_train_per_class`` images per class drawn by :func:`stratified_indices` (seed
+    ``config.data_seed``, else ``config.seed``) from the pool of the first 1,000 images of each
+    class (:func:`training_pool`); above 1,000 per class the whole training file is the pool.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    data : MNIST, optional
+        Default ``load_mnist(config.data_dir)``.
+
+    Returns
+    -------
+    x : ndarray, shape (10 * n_train_per_class, 784), uint8 (divide by 255 for the model input)
+    y : ndarray, shape (10 * n_train_per_class,), int64
+
+    Examples
+    --------
+    >>> from htsr_diag.train import PRESETS, training_subset
+    >>> x, y = training_subset(PRESETS["paper"].replace(data_dir="bundled"))
+    >>> x.shape
+    (1000, 784)
+    """
+    if data is None:
+        data = load_mnist(config.data_dir)
+    cfg = config
     if cfg.n_train_per_class <= POOL_PER_CLASS:
         pool = training_pool(data.train_y, data.train_index, POOL_PER_CLASS)
     else:
@@ -400,6 +428,9 @@ def _member_data(cfg: TrainConfig, data) -> tuple[np.ndarray, np.ndarray]:
     seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
     idx = pool[stratified_indices(data.train_y[pool], cfg.n_train_per_class, seed)]
     return data.train_x[idx], data.train_y[idx]
+
+
+_member_data = training_subset  # former private name, kept for callers
 
 
 def _check_compatible(configs: Sequence[TrainConfig]) -> None:
