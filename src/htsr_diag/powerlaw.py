@@ -351,8 +351,8 @@ def layer_alpha(
         spectrum :func:`htsr_diag.spectrum.esd` computes (on the tensor's device).
     xmin : float, optional
         Fix the start of the tail instead of choosing it (the tail is every eigenvalue
-        ``>= xmin``; alpha is the MLE for that xmin). Must be > 0 and not above the
-        largest eigenvalue.
+        ``>= xmin``; alpha is the MLE for that xmin, bias-corrected for a small
+        spectrum as ``small_n`` says). Must be > 0 and not above the largest eigenvalue.
     xmin_max : float, optional
         Only consider candidate xmin values ``<= xmin_max`` (forces a longer tail, e.g.
         against a few outliers). Must not be below the smallest eigenvalue above the
