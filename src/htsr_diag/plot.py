@@ -298,6 +298,9 @@ def plot_esd(eigenvalues: Sequence[float], *, fit: Any = None, ax=None, bins: in
         ax.axvline(xmin, color="r", ls=":", lw=1, label=f"xmin = {xmin:.3g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range labels minor ticks, which overlap
     ax.set_xlabel("eigenvalue of W^T W")
     ax.set_ylabel("density")
     if title:
