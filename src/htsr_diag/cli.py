@@ -58,6 +58,12 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def _num(x: Any) -> float | None:
+    """A float for JSON; None for NaN (strict JSON has no NaN)."""
+    v = float(x)
+    return None if math.isnan(v) else v
+
+
 def _check_model_path(path_arg: str) -> Path:
     path = Path(path_arg)
     if not path.exists():
@@ -94,7 +100,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         _out(report.to_json())
         return 0
-    cols = [("layer", 14), ("shape", 12), ("alpha", 7), ("xmin", 10), ("D_ks", 7), ("traps", 6),
+    width = max([len("layer")] + [len(lay.name) for lay in report.layers]) + 2
+    cols = [("layer", width), ("shape", 12), ("alpha", 7), ("xmin", 10), ("D_ks", 7), ("traps", 6),
             ("ks_p", 9), ("status", 0)]
     _out("".join(f"{c:<{w}}" if w else c for c, w in cols))
     for lay in report.layers:
@@ -130,8 +137,8 @@ def _cmd_phases(args: argparse.Namespace) -> int:
     ref = _finite_labels(steps, tr, te)
     alarm = PhaseClassifier(causal=True).transition_steps(traj).get("anti-grokking")
     if args.json:
-        rows = [{"step": int(steps[i]), "train_acc": float(tr[i]), "test_acc": float(te[i]),
-                 "mean_alpha": float(table["alpha"][i]), "n_traps": float(table["n_traps"][i]),
+        rows = [{"step": int(steps[i]), "train_acc": _num(tr[i]), "test_acc": _num(te[i]),
+                 "mean_alpha": _num(table["alpha"][i]), "n_traps": _num(table["n_traps"][i]),
                  "predicted": str(predicted[i]), "from_accuracy": None if ref is None else str(ref[i])}
                 for i in range(steps.size)]
         _out(json.dumps({"run_dir": str(run), "alarm_step": alarm, "checkpoints": rows}, indent=1))
