@@ -38,7 +38,9 @@ from .mp import (
     tracy_widom_scale,
 )
 from .powerlaw import PowerLawFit, layer_alpha
+from .phases import ANTI, GROK, PHASES, PRE, PhaseClassifier, phase_agreement, phases_from_accuracy
 from .spectrum import esd, esd_many, rank_floor
+from .trajectory import Trajectory, analyze_checkpoints
 from .traps import (
     KSTrapResult,
     TrapReport,
@@ -52,6 +54,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "analyze_checkpoints",
+    "Trajectory",
+    "phases_from_accuracy",
+    "phase_agreement",
+    "PhaseClassifier",
+    "PRE",
+    "GROK",
+    "ANTI",
+    "PHASES",
     "esd",
     "esd_many",
     "rank_floor",

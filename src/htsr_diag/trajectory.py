@@ -22,7 +22,7 @@ import re
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -318,21 +318,70 @@ def _run_metrics(run_dir: Path | None, steps: np.ndarray) -> dict[str, np.ndarra
     return out
 
 
+def _run_model_factory(run_dir: Path) -> Callable[[], Any] | None:
+    """A picklable ``MLP`` constructor matching the run's ``config.json`` (None without one)."""
+    import functools
+
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        return None
+    from .train import MLP, TrainConfig
+
+    raw = json.loads(cfg_path.read_text())
+    cfg = TrainConfig.from_dict({k: v for k, v in raw.items() if k != "htsr_diag_version"})
+    return functools.partial(MLP, tuple(cfg.hidden), init_scale=1.0, dtype=cfg.torch_dtype)
+
+
 # ----------------------------------------------------------------------------- the worker
 def _analyze_one(source: Any, step: int, entropy: int, analyze_kwargs: dict[str, Any],
-                 inputs: Any, model_factory: Any) -> tuple[Any, dict[str, float]]:
+                 inputs: Any, model_factory: Any, num_threads: int | None) -> tuple[Any, dict[str, float]]:
     """Analyse one checkpoint; module level so that process pools and dask can pickle it."""
     from .analyze import analyze
 
     seq = np.random.SeedSequence(entropy, spawn_key=(int(step),))
     rng_analyze, rng_baseline = (np.random.default_rng(s) for s in seq.spawn(2))
-    report = analyze(source, rng=rng_analyze, **analyze_kwargs)
-    baselines: dict[str, float] = {}
-    if inputs is not None:
-        from .baselines import compute_baselines
+    with _threads(num_threads):
+        report = analyze(source, rng=rng_analyze, **analyze_kwargs)
+        baselines: dict[str, float] = {}
+        if inputs is not None:
+            from .baselines import compute_baselines
 
-        baselines = compute_baselines(source, inputs, rng=rng_baseline, model_factory=model_factory)
+            baselines = compute_baselines(source, inputs, rng=rng_baseline, model_factory=model_factory)
     return report, baselines
+
+
+class _threads:
+    """Run a block with a fixed number of torch and BLAS threads (None: leave them).
+
+    The eigensolvers' rounding depends on the thread count, so a fixed count makes a
+    checkpoint's numbers bit-identical in this process, a process pool or a dask worker.
+    """
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        if self.n is None:
+            return
+        import torch
+
+        self._old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._pool = threadpool_limits(self.n)
+        except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's stack
+            self._pool = None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.n is None:
+            return
+        import torch
+
+        torch.set_num_threads(self._old)
+        if self._pool is not None:
+            self._pool.restore_original_limits()
 
 
 def _entropy(rng: Any) -> int:
@@ -349,7 +398,9 @@ def _entropy(rng: Any) -> int:
 
 def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inputs: Any = None,
                         executor: Executor | None = None, randomize: bool = True, ks: bool = True,
-                        layers: Any = None, rng: Any = 0, progress: bool | None = None) -> Trajectory:
+                        layers: Any = None, model_factory: Callable[[], Any] | None = None,
+                        rng: Any = 0, num_threads: int | None = 1,
+                        progress: bool | None = None) -> Trajectory:
     """Analyse every checkpoint of a run: alpha, traps and KS per layer, plus baselines and metrics.
 
     Parameters
@@ -365,13 +416,27 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
         Training inputs. When given, the baselines (activation sparsity, weight entropy,
         circuit complexity, l2 norm) are computed per checkpoint.
     executor : concurrent.futures.Executor, optional
-        Runs the checkpoints in parallel, e.g. ``ProcessPoolExecutor(2)`` or a dask
+        Runs the checkpoints in parallel, e.g.
+        ``ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))`` or a dask
         ``client.get_executor()``. None: serial, in this process. The results are the same.
+        Use the "spawn" (or "forkserver") start method for process pools: a child *forked*
+        from a process whose torch / OpenMP threads have run can deadlock.
     randomize, ks, layers
         Passed to :func:`~htsr_diag.analyze.analyze`.
+    model_factory : callable, optional
+        ``model_factory()`` returns a fresh module to load a state-dict checkpoint into, so
+        that the activation-based baselines can run. Default for a run folder: the trainer's
+        MLP built from its ``config.json``. Must be picklable to use an executor.
     rng : None, int or numpy Generator, default 0
         Base seed; checkpoint ``step`` uses the stream ``SeedSequence(rng, spawn_key=(step,))``,
         so a checkpoint gets the same numbers whichever worker, order or subset runs it.
+    num_threads : int or None, default 1
+        Torch and BLAS threads each checkpoint's analysis runs with (restored afterwards).
+        Eigensolver rounding depends on the thread count, so a fixed count makes every
+        number bit-identical whichever executor or worker runs a checkpoint (dask workers,
+        for one, start with one BLAS thread). None keeps each process's own setting: results
+        then agree with the serial run only to rounding (~1e-10 relative on fitted MP sigma).
+        Parallelism across checkpoints comes from ``executor``.
     progress : bool, optional
         Draw a progress bar on stderr (default: only when stderr is a terminal).
 
@@ -381,8 +446,10 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
 
     Examples
     --------
+    >>> import multiprocessing
     >>> from concurrent.futures import ProcessPoolExecutor
-    >>> with ProcessPoolExecutor(2) as pool:                      # doctest: +SKIP
+    >>> spawn = multiprocessing.get_context("spawn")
+    >>> with ProcessPoolExecutor(2, mp_context=spawn) as pool:    # doctest: +SKIP
     ...     traj = analyze_checkpoints("runs/fast", executor=pool)
     >>> traj.feature("alpha", "fc1").round(2)                      # doctest: +SKIP
     """
@@ -392,24 +459,29 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
     for name, flag in (("randomize", randomize), ("ks", ks)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False; got {flag!r}.")
+    if num_threads is not None:
+        from ._validation import check_positive_int
+
+        num_threads = check_positive_int(num_threads, "num_threads")
     items, step_arr, run_dir = _resolve(sources, steps)
     entropy = _entropy(rng)
     kwargs: dict[str, Any] = {"randomize": bool(randomize), "ks": bool(ks)}
     if layers is not None:
         kwargs["layers"] = layers
-    model_factory = None
-    if inputs is not None and run_dir is not None:
-        from .train import model_from_run
-
-        model_factory = model_from_run(run_dir)
+    if model_factory is not None and not callable(model_factory):
+        raise TypeError(f"model_factory must be a callable returning a torch.nn.Module; got "
+                        f"{type(model_factory).__name__}.")
+    if inputs is not None and model_factory is None and run_dir is not None:
+        model_factory = _run_model_factory(run_dir)
     results: list[Any] = [None] * len(items)
     with Progress(len(items), "checkpoints", enabled=progress) as bar:
         if executor is None:
             for j, (item, step) in enumerate(zip(items, step_arr)):
-                results[j] = _analyze_one(item, int(step), entropy, kwargs, inputs, model_factory)
+                results[j] = _analyze_one(item, int(step), entropy, kwargs, inputs, model_factory, num_threads)
                 bar.update(1, postfix=f"step {int(step)}")
         else:
-            futures = {executor.submit(_analyze_one, item, int(step), entropy, kwargs, inputs, model_factory): j
+            futures = {executor.submit(_analyze_one, item, int(step), entropy, kwargs, inputs, model_factory,
+                                       num_threads): j
                        for j, (item, step) in enumerate(zip(items, step_arr))}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
