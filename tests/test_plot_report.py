@@ -91,9 +91,21 @@ def test_plot_esd_draws_the_fitted_power_law_density():
     assert x.min() == pytest.approx(2.0) and x.max() == pytest.approx(ev.max())
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     # the histogram is a density over all m eigenvalues: integral = 1
-    stairs = ax.patches[0]
-    heights, edges = stairs.get_data().values, stairs.get_data().edges
-    assert np.sum(heights * np.diff(edges)) == pytest.approx(1.0)
+    bars = ax.containers[0]
+    assert sum(b.get_height() * b.get_width() for b in bars) == pytest.approx(1.0)
+    # the largest eigenvalue has its own bar, even after empty bins
+    assert max(b.get_x() + b.get_width() for b in bars) == pytest.approx(ev.max())
+
+
+def test_plot_esd_draws_a_lone_largest_eigenvalue():
+    """Regression: 10**log10(948) < 948 in floating point, so the top bin edge dropped it."""
+    ev = np.concatenate([np.linspace(1.0, 100.0, 199), [948.0]])  # one outlier a decade above the rest
+    ax = plot.plot_esd(ev, bins=40)
+    bars = ax.containers[0]
+    last = max(bars, key=lambda b: b.get_x())
+    # its bar: height 1 / (m * width) > 0, right edge at the outlier
+    assert last.get_x() + last.get_width() == pytest.approx(948.0)
+    assert last.get_height() == pytest.approx(1.0 / (200 * last.get_width()))
 
 
 def test_plot_esd_without_positive_eigenvalues_says_so():

@@ -246,7 +246,9 @@ def _log_bins(x: np.ndarray, bins: int) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     if hi <= lo:
         hi = lo * 1.01 + 1e-12
-    return np.logspace(np.log10(lo), np.log10(hi), bins + 1)
+    edges = np.logspace(np.log10(lo), np.log10(hi), bins + 1)
+    edges[0], edges[-1] = lo, hi  # 10**log10(x) can round below x and drop the largest eigenvalue
+    return edges
 
 
 def plot_esd(eigenvalues: Sequence[float], *, fit: Any = None, ax=None, bins: int = 40,
@@ -286,7 +288,10 @@ def plot_esd(eigenvalues: Sequence[float], *, fit: Any = None, ax=None, bins: in
     edges = _log_bins(ev, bins)
     counts, _ = np.histogram(ev, bins=edges)
     dens = counts / (max(m, 1) * np.diff(edges))
-    ax.stairs(dens, edges, fill=True, alpha=0.5, color="#1f77b4", label="ESD")
+    # bars for the non-empty bins only (a filled outline dropping to 0 suits no log axis)
+    pos = counts > 0
+    ax.bar(edges[:-1][pos], dens[pos], width=np.diff(edges)[pos], align="edge", alpha=0.5,
+           color="#1f77b4", linewidth=0, label="ESD")
     alpha = float(getattr(fit, "alpha", np.nan)) if fit is not None else np.nan
     xmin = float(getattr(fit, "xmin", np.nan)) if fit is not None else np.nan
     if np.isfinite(alpha) and np.isfinite(xmin) and xmin > 0 and alpha > 1:
