@@ -27,6 +27,7 @@ from .exceptions import (
     SmallSpectrumWarning,
 )
 from .layers import LayerMatrix, LayerSet, SkippedParam, find_layers, load_state_dict
+from .monitor import Monitor, MonitorRecord, log_schedule
 from .mp import (
     fit_mp_sigma,
     mp_cdf,
@@ -38,6 +39,7 @@ from .mp import (
     tracy_widom_scale,
 )
 from .powerlaw import PowerLawFit, layer_alpha
+from .report import RunReport, RunSummary, write_report
 from .phases import ANTI, GROK, PHASES, PRE, PhaseClassifier, phase_agreement, phases_from_accuracy
 from .spectrum import esd, esd_many, rank_floor
 from .trajectory import Trajectory, analyze_checkpoints
@@ -99,6 +101,12 @@ __all__ = [
     "WeightEntropy",
     "CircuitComplexity",
     "L2Norm",
+    "Monitor",
+    "MonitorRecord",
+    "log_schedule",
+    "write_report",
+    "RunReport",
+    "RunSummary",
     "HTSRWarning",
     "DegenerateSpectrumWarning",
     "SmallSpectrumWarning",
