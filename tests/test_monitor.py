@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import logging
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import htsr_diag.analyze as analyze_module
 from htsr_diag.monitor import Monitor, MonitorRecord, log_schedule
 from htsr_diag.phases import ANTI, PHASES, PRE, PhaseClassifier
+
+# the module, not the function htsr_diag.analyze that the package re-exports under the same name
+analyze_module = importlib.import_module("htsr_diag.analyze")
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
