@@ -283,6 +283,23 @@ def test_report_tables_are_consistent_with_the_trajectory(report, run_dir):
     assert f"{summary['peak_test_acc']:.3f}" in text
 
 
+def test_figure_3_redraws_the_trajectory_shuffles(report, run_dir):
+    """layer_stream reproduces analyze_checkpoints' shuffles: the same traps, eigenvalue for eigenvalue."""
+    from htsr_diag import correlation_traps, find_layers
+    from htsr_diag.report import layer_stream
+    from htsr_diag.train import list_checkpoints
+    from htsr_diag.trajectory import Trajectory
+
+    traj = Trajectory.from_json(report.files["trajectory_json"])
+    for i, (step, path) in enumerate(list_checkpoints(run_dir)):
+        for lay in find_layers(path).layers[:2]:
+            tr = correlation_traps(lay.weight, rng=layer_stream(0, step, lay.name))
+            row = next(r for r in traj.reports[i].layers if r.name == lay.name)
+            assert tr.n_traps == row.n_traps
+            np.testing.assert_allclose(tr.trap_eigenvalues, row.trap_eigenvalues, rtol=1e-12)
+            assert tr.threshold == pytest.approx(row.trap_threshold, rel=1e-12)
+
+
 def test_report_from_trajectory_without_run_folder(report, tmp_path):
     from htsr_diag.trajectory import Trajectory
 

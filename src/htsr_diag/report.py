@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ["RunSummary", "RunReport", "write_report", "check_run_dir", "summarize",
-           "representative_checkpoints", "training_inputs"]
+           "representative_checkpoints", "training_inputs", "layer_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -360,6 +360,26 @@ def _layer_weights(checkpoint: Any, names: list[str]) -> dict[str, Any]:
     return out
 
 
+def layer_stream(rng: int, step: int, name: str) -> np.random.Generator:
+    """The random stream that ``analyze_checkpoints(..., rng=rng)`` used for one layer at one step.
+
+    :func:`~htsr_diag.trajectory.analyze_checkpoints` seeds checkpoint ``step`` with
+    ``SeedSequence(rng, spawn_key=(step,))`` and :func:`~htsr_diag.analyze.analyze` gives
+    each layer its own stream derived from that and the layer's name. Redrawing the
+    shuffles from this stream reproduces the trajectory's shuffled spectrum, so the
+    report's figure (3) shows exactly the traps counted in the tables.
+
+    Returns
+    -------
+    numpy.random.Generator (a fresh one per call)
+    """
+    from .analyze import _layer_rng
+
+    seq = np.random.SeedSequence(int(rng), spawn_key=(int(step),))
+    entropy = int(np.random.default_rng(seq.spawn(2)[0]).integers(0, 2**63))
+    return _layer_rng(entropy, name)
+
+
 def _checkpoint_paths(run_dir: Path) -> dict[int, Path]:
     from .train import list_checkpoints
 
@@ -407,9 +427,8 @@ def _spectral_figures(run_dir: Path | None, trajectory: Any, reps: dict[str, int
             ev = esd(W)
             plot_esd(ev, fit=layer_alpha(ev), ax=ax_e[r, c], title=title)
             ax_e[r, c].legend(fontsize=7)
-            seed = np.random.SeedSequence(rng, spawn_key=(step, c))
-            shuffled = randomized_esd(W, rng=np.random.default_rng(seed))
-            traps = correlation_traps(W, rng=np.random.default_rng(seed))
+            shuffled = randomized_esd(W, rng=layer_stream(rng, step, name))
+            traps = correlation_traps(W, rng=layer_stream(rng, step, name))
             scale = traps.scale if math.isfinite(traps.scale) and traps.scale > 0 else float(np.mean(shuffled))
             plot_shuffled_esd(shuffled / scale, q=traps.q, sigma=traps.sigma, edge=traps.bulk_edge / scale,
                               threshold=traps.threshold / scale, n_traps=traps.n_traps, ax=ax_s[r, c],
