@@ -312,7 +312,7 @@ def test_equal_shapes_are_decomposed_together_in_bounded_batches(monkeypatch):
     together = analyze(sd, randomize=False)
     assert sorted(len(c) for c in calls) == [1, 5]  # the five (64, 32) layers in one batch
     calls.clear()
-    monkeypatch.setattr(analyze_mod, "BATCH_ELEMENTS", 2 * 64 * 32)  # at most two per batch
+    monkeypatch.setattr(analyze_mod, "CPU_BATCH_ELEMENTS", 2 * 64 * 32)  # at most two per batch
     split = analyze(sd, randomize=False)
     assert sorted(len(c) for c in calls) == [1, 1, 2, 2]
     assert split.to_json() == together.to_json()

@@ -41,9 +41,12 @@ logger = logging.getLogger(__name__)
 _FORMAT = "htsr_diag.ModelReport"
 #: Models with at least this many layers get a progress bar by default (on a terminal).
 PROGRESS_MIN_LAYERS = 8
-#: Layers of equal shape are decomposed in batches of at most this many float64 weight entries
-#: (256 MiB), so that a large model's batch does not need all its weights in float64 at once.
+#: Layers of equal shape are decomposed in batches of at most this many weight entries, so that
+#: a large model's batch does not need all its weights in float64 at once. On a GPU, batching
+#: saves kernel launches (2**25 entries: 256 MiB in float64); on the CPU the solvers loop over
+#: the batch anyway, so the batch is kept small (2**22 entries: 32 MiB) to bound peak memory.
 BATCH_ELEMENTS = 2**25
+CPU_BATCH_ELEMENTS = 2**22
 _NAN = float("nan")
 
 
@@ -420,7 +423,8 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
         weights[i] = W
         key = (tuple(W.shape), str(W.device) if is_tensor(W) else "numpy")
         groups.setdefault(key, []).append(i)
-    per_batch = {key: max(1, BATCH_ELEMENTS // int(np.prod(key[0]))) for key in groups}
+    per_batch = {key: max(1, (CPU_BATCH_ELEMENTS if key[1] in ("numpy", "cpu") else BATCH_ELEMENTS)
+                          // int(np.prod(key[0]))) for key in groups}
     batches = [(key, idx[k:k + per_batch[key]]) for key, idx in groups.items()
                for k in range(0, len(idx), per_batch[key])]
 
