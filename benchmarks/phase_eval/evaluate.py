@@ -40,7 +40,7 @@ LAYERS = ("fc1", "fc2")
 FIELDS = ("alpha", "n_traps", "ks_statistic", "ks_pvalue")
 
 
-def _features(run_dir: Path, cache: Path) -> dict[str, np.ndarray]:
+def _features(run_dir: Path, cache: Path, max_step: int | None = None) -> dict[str, np.ndarray]:
     """Per-checkpoint features of a run, analysing only checkpoints not yet in the cache."""
     from htsr_diag import PhaseClassifier, analyze_checkpoints
     from htsr_diag.train import list_checkpoints, read_metrics
@@ -51,7 +51,8 @@ def _features(run_dir: Path, cache: Path) -> dict[str, np.ndarray]:
             for r in csv.DictReader(f):
                 rows[int(float(r["step"]))] = {k: float(v) for k, v in r.items()}
     metrics = {int(m["step"]): m for m in read_metrics(run_dir)}
-    todo = [(s, p) for s, p in list_checkpoints(run_dir) if s not in rows and s in metrics]
+    todo = [(s, p) for s, p in list_checkpoints(run_dir)
+            if s not in rows and s in metrics and (max_step is None or s <= max_step)]
     if todo:
         t0 = time.perf_counter()
         traj = analyze_checkpoints([p for _, p in todo], rng=0)
@@ -74,7 +75,7 @@ def _features(run_dir: Path, cache: Path) -> dict[str, np.ndarray]:
             w.writerow(keys)
             for step in sorted(rows):
                 w.writerow([repr(rows[step][k]) for k in keys])
-    steps = sorted(rows)
+    steps = sorted(s for s in rows if max_step is None or s <= max_step)
     return {k: np.array([rows[s][k] for s in steps]) for k in rows[steps[0]]}
 
 
@@ -89,6 +90,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/phase_eval")
     ap.add_argument("--features-only", action="store_true", help="only update the feature cache")
+    ap.add_argument("--max-step", type=int, default=None,
+                    help="use checkpoints up to this step only (the committed results: 3981)")
     args = ap.parse_args()
     from htsr_diag import PhaseClassifier, phase_agreement, phases_from_accuracy
     from htsr_diag.phases import ANTI, PHASES
@@ -100,7 +103,7 @@ def main() -> None:
         if not (run_dir / "checkpoints").is_dir():
             print(f"  missing {run_dir}: skipped", flush=True)
             continue
-        feats = _features(run_dir, RESULTS / "features" / f"{entry['name']}.csv")
+        feats = _features(run_dir, RESULTS / "features" / f"{entry['name']}.csv", args.max_step)
         truth = phases_from_accuracy(feats["step"], feats["train_acc"], feats["test_acc"])
         table = {k: feats[k] for k in ("alpha", "n_traps", "train_acc", "step")}
         runs.append((entry, feats, table, truth))
@@ -190,8 +193,9 @@ def _per_phase(runs) -> None:
 def _markdown(rows, fitted) -> None:
     lines = ["## PhaseClassifier vs phases_from_accuracy (benchmarks/phase_eval)", "",
              f"Machine: {platform.processor() or platform.machine()}, Python {sys.version.split()[0]}. "
-             "Reproduce: `.venv/bin/python benchmarks/phase_eval/make_runs.py && "
-             ".venv/bin/python benchmarks/phase_eval/evaluate.py`.", "",
+             "Reproduce: `.venv/bin/python benchmarks/phase_eval/make_runs.py` (stopped once every member "
+             "had written checkpoint 3981), then "
+             "`.venv/bin/python benchmarks/phase_eval/evaluate.py --max-step 3981`.", "",
              "Fitted thresholds (tuning runs only): " + json.dumps(fitted), "",
              "Counts are pre/grok/anti checkpoints (reference, then predicted).", "",
              "| run | role | seed | lr | wd | last step | classifier | ref counts | pred counts | agreement | collapse (ref) | first 5-pt drop | anti flag | in time | false collapse |",
