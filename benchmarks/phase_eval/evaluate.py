@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/phase_eval")
     ap.add_argument("--features-only", action="store_true", help="only update the feature cache")
     ap.add_argument("--max-step", type=int, default=None,
-                    help="use checkpoints up to this step only (the committed results: 3981)")
+                    help="use checkpoints up to this step only (the committed results: 7943)")
     args = ap.parse_args()
     from htsr_diag import PhaseClassifier, phase_agreement, phases_from_accuracy
     from htsr_diag.phases import ANTI, PHASES
@@ -194,8 +194,8 @@ def _markdown(rows, fitted) -> None:
     lines = ["## PhaseClassifier vs phases_from_accuracy (benchmarks/phase_eval)", "",
              f"Machine: {platform.processor() or platform.machine()}, Python {sys.version.split()[0]}. "
              "Reproduce: `.venv/bin/python benchmarks/phase_eval/make_runs.py` (stopped once every member "
-             "had written checkpoint 3981), then "
-             "`.venv/bin/python benchmarks/phase_eval/evaluate.py --max-step 3981`.", "",
+             "had written checkpoint 7943), then "
+             "`.venv/bin/python benchmarks/phase_eval/evaluate.py --max-step 7943`.", "",
              "Fitted thresholds (tuning runs only): " + json.dumps(fitted), "",
              "Counts are pre/grok/anti checkpoints (reference, then predicted).", "",
              "| run | role | seed | lr | wd | last step | classifier | ref counts | pred counts | agreement | collapse (ref) | first 5-pt drop | anti flag | in time | false collapse |",
