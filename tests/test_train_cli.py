@@ -70,3 +70,14 @@ def test_cli_trains_resumes_and_sweeps(tmp_path, capsys):
     assert [(m["config"]["seed"], m["config"]["weight_decay"]) for m in ens["members"]] == \
         [(0, 0.0), (0, 0.1), (1, 0.0), (1, 0.1)]
     assert all(len(list_checkpoints(tmp_path / "sw" / m["dir"])) == 5 for m in ens["members"])
+
+
+def test_global_threads_option_is_not_overwritten_by_the_subcommand():
+    # Regression: the sub-command's own --threads default (None) used to replace the value of
+    # `htsr-diag --threads 1 train ...`, so runs silently used torch's default thread count.
+    from htsr_diag.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--threads", "1", "train", "--out", "x"]).threads == 1
+    assert parser.parse_args(["train", "--out", "x", "--threads", "3"]).threads == 3
+    assert getattr(parser.parse_args(["train", "--out", "x"]), "threads", None) is None

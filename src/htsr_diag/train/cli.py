@@ -101,7 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run_group.add_argument("--progress", dest="progress", action="store_true", default=None,
                            help="always draw the progress bar (default: only on a terminal)")
     run_group.add_argument("--no-progress", dest="progress", action="store_false")
-    run_group.add_argument("--threads", type=_int, default=None, help="torch CPU threads")
+    # SUPPRESS: an unset sub-command option must not overwrite `htsr-diag --threads N train`.
+    run_group.add_argument("--threads", type=_int, default=argparse.SUPPRESS,
+                           help="torch CPU threads (same as the global --threads)")
     run_group.add_argument("--compile", action="store_true", help="torch.compile the step (experimental)")
     run_group.add_argument("--download", action="store_true",
                            help="download the full MNIST IDX files into the cache if missing")
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         print(f"htsr-diag train: error: {exc}", file=sys.stderr)
         return 2
-    if args.threads:
+    if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     if args.download:
         load_mnist(configs[0].data_dir, download=True)
