@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from htsr_diag.train import MLP, PRESETS, load_mnist  # noqa: E402
-from htsr_diag.train.trainer import _Engine, _member_data, resolve_device  # noqa: E402
+from htsr_diag.train.trainer import _Engine, resolve_device, training_subset  # noqa: E402
 
 
 class _ToTensorDataset(torch.utils.data.Dataset):
@@ -81,7 +81,7 @@ def baseline_steps_per_s(cfg, x, y, dev, steps: int) -> float:
 
 def engine_steps_per_s(cfgs, data, dev, steps: int) -> float:
     dtype = cfgs[0].torch_dtype
-    xs, ys = zip(*(_member_data(c, data) for c in cfgs))
+    xs, ys = zip(*(training_subset(c, data) for c in cfgs))
     with torch.no_grad():
         eng = _Engine(cfgs, dev, torch.as_tensor(np.stack(xs), device=dev).to(dtype) / 255.0,
                       torch.as_tensor(np.stack(ys), device=dev),
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     dev = resolve_device(args.device)
     cfg = PRESETS[args.preset].replace(data_dir="bundled")
     data = load_mnist("bundled")
-    x, y = _member_data(cfg, data)
+    x, y = training_subset(cfg, data)
     ens = [cfg.replace(seed=s) for s in range(args.ensemble)]
     load0 = os.getloadavg()[0]
     base, ours, ours_r = [], [], []

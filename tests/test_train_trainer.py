@@ -197,7 +197,7 @@ def _reference_run(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     torch.randperm(n, generator seeded with SeedSequence([s, e, 0x5EED]) >> 1), concatenated.
     """
     data = load_mnist(cfg.data_dir)
-    x_np, y_np = T._member_data(cfg, data)
+    x_np, y_np = T.training_subset(cfg, data)
     x = torch.as_tensor(x_np).double() / 255.0
     t = nn.functional.one_hot(torch.as_tensor(y_np), 10).double()
     model = MLP(cfg.hidden, init_scale=cfg.init_scale, seed=cfg.seed)
@@ -402,7 +402,7 @@ def test_batched_step_traces_as_one_graph(monkeypatch):
     import torch._dynamo as dynamo
     cfgs = [SMALL.replace(seed=0), SMALL.replace(seed=1, lr=1e-3)]
     data = load_mnist("bundled")
-    xs, ys = zip(*(T._member_data(c, data) for c in cfgs))
+    xs, ys = zip(*(T.training_subset(c, data) for c in cfgs))
 
     def engine():
         e = T._Engine(cfgs, torch.device("cpu"), torch.as_tensor(np.stack(xs)).double() / 255,

@@ -229,12 +229,11 @@ def training_inputs(run_dir: Any) -> Any:
     (1000, 784)
     """
     try:
-        from .train import TrainConfig, load_mnist
-        from .train.trainer import _member_data
+        from .train import TrainConfig, load_mnist, training_subset
 
         raw = json.loads((Path(run_dir) / "config.json").read_text())
         cfg = TrainConfig.from_dict(raw)
-        x, _ = _member_data(cfg, load_mnist(cfg.data_dir))
+        x, _ = training_subset(cfg, load_mnist(cfg.data_dir))
         return np.asarray(x, dtype=np.dtype(cfg.dtype)) / 255.0  # pixels in [0, 1], as trained
     except Exception as exc:  # noqa: BLE001 - the report goes on without those baselines
         logger.warning("activation baselines skipped: cannot rebuild the training inputs of %s (%s)",

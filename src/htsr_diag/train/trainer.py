@@ -430,9 +430,6 @@ def training_subset(config: TrainConfig, data: MNIST | None = None) -> tuple[np.
     return data.train_x[idx], data.train_y[idx]
 
 
-_member_data = training_subset  # former private name, kept for callers
-
-
 def _check_compatible(configs: Sequence[TrainConfig]) -> None:
     if not configs:
         raise ValueError("configs must hold at least one TrainConfig; got an empty list.")
@@ -658,7 +655,7 @@ def _run(configs: list[TrainConfig], dirs: list[Path], state_dir: Path, *, devic
     _clean_tmp(state_dir)
     # ---- data on the device
     data = load_mnist(c0.data_dir)
-    xs, ys = zip(*(_member_data(c, data) for c in configs))
+    xs, ys = zip(*(training_subset(c, data) for c in configs))
     x_train = torch.as_tensor(np.stack(xs), device=dev).to(dtype).div_(255.0)
     y_train = torch.as_tensor(np.stack(ys), device=dev)
     x_test = torch.as_tensor(data.test_x, device=dev).to(dtype).div_(255.0)
