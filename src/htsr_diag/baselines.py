@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ._json import jsonable
 from ._validation import check_positive_int, check_rng, is_tensor
 from .layers import find_layers, load_state_dict
 
@@ -54,22 +55,10 @@ DEFAULT_N_MASKS = 5
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 class _Result:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (NaN kept)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ._json import jsonable
+
 __all__ = ["RunSummary", "RunReport", "write_report", "check_run_dir", "summarize",
            "representative_checkpoints", "training_inputs", "layer_stream"]
 
@@ -40,22 +42,6 @@ logger = logging.getLogger(__name__)
 
 _PHASES = ("pre-grokking", "grokking", "anti-grokking")
 FIGURES = ("overview", "esd", "shuffled_esd", "baselines")
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return [_clean(v) for v in x.tolist()]
-    if isinstance(x, Mapping):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 @dataclass(frozen=True)
@@ -101,7 +87,7 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
-        return {k: _clean(getattr(self, k)) for k in self.__dataclass_fields__}
+        return {k: jsonable(getattr(self, k)) for k in self.__dataclass_fields__}
 
     def to_text(self) -> str:
         """A short plain-text summary (what ``summary.txt`` holds)."""
@@ -164,7 +150,7 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
-        return {k: _clean(getattr(self, k) if k != "summary" else self.summary.to_dict())
+        return {k: jsonable(getattr(self, k) if k != "summary" else self.summary.to_dict())
                 for k in self.__dataclass_fields__}
 
 

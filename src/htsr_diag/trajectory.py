@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ._json import jsonable
 from ._progress import Progress
 
 __all__ = ["Trajectory", "analyze_checkpoints", "METRIC_NAMES"]
@@ -38,20 +39,6 @@ METRIC_NAMES: tuple[str, ...] = ("train_acc", "test_acc", "train_loss", "test_lo
 _COUNT_PREFIXES = ("n_", "num_")
 _STEP_RE = re.compile(r"(\d+)(?!.*\d)")
 _FORMAT = "htsr_diag.Trajectory"
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return [_jsonable(v) for v in x.tolist()]
-    if isinstance(x, (np.floating, float)):
-        return float(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def _layer_value(layer: Any, name: str) -> float:
@@ -200,7 +187,7 @@ class Trajectory:
         """JSON-safe dict (NaN kept as float('nan'))."""
         return {"format": _FORMAT, "version": 1, "source": self.source,
                 "steps": self.steps.tolist(),
-                "metrics": _jsonable(self.metrics), "baselines": _jsonable(self.baselines),
+                "metrics": jsonable(self.metrics), "baselines": jsonable(self.baselines),
                 "reports": [r.to_dict() for r in self.reports]}
 
     def to_json(self, path: str | Path | None = None) -> str:

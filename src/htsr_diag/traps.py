@@ -67,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from ._json import jsonable
 from ._validation import check_positive_int, check_rng, check_weight, is_tensor
 from .exceptions import DegenerateSpectrumWarning
 from .mp import _fit_sigma, _tw1_upper_quantile, mp_edges, tracy_widom_scale
@@ -88,14 +89,6 @@ DEFAULT_FALSE_ALARM = 1e-3
 
 SMALL_LAYER = 100
 """Layers with fewer eigenvalues than this pool 5 shuffles by default (as WeightWatcher)."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # --------------------------------------------------------------------------- results
@@ -182,7 +175,7 @@ class TrapReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays as lists, NaN kept)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
@@ -227,7 +220,7 @@ class KSTrapResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (NaN kept)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 # --------------------------------------------------------------------------- validation
