@@ -435,7 +435,7 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
         for (shape, where), idx in batches:
             try:
                 spectra = esd_many([weights[i] for i in idx])
-            except Exception as exc:
+            except Exception:
                 logger.debug("batched decomposition of %d layers of shape %s failed", len(idx), shape, exc_info=True)
                 spectra = [None] * len(idx)
                 for j, i in enumerate(idx):

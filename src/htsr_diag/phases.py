@@ -19,7 +19,6 @@ See ``docs/phases.md`` for the rules, their defaults and the measured accuracy.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import numbers
