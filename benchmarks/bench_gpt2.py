@@ -33,6 +33,9 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "gpt2.md"
 SHAPES = (("attn.c_attn", 768, 2304), ("attn.c_proj", 768, 768), ("mlp.c_fc", 768, 3072), ("mlp.c_proj", 3072, 768))
 
@@ -107,16 +110,6 @@ def _spawn(tool: str, blocks: int, repeat: int, threads: int | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or 'unknown CPU'}, {os.cpu_count()} logical cores"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="htsr_diag runs (median reported)")
@@ -164,7 +157,7 @@ def main() -> None:
         f"(target: at least 5x). Peak extra memory: htsr_diag {peak['htsr_diag']:.0f} MiB, weightwatcher "
         f"{peak['weightwatcher']:.0f} MiB.",
         "",
-        f"- Device: CPU only ({_cpu()}; the machine is shared, load average {load0[0]:.2f} before and "
+        f"- Device: CPU only ({cpu_model()}, {os.cpu_count()} logical cores; the machine is shared, load average {load0[0]:.2f} before and "
         f"{load1[0]:.2f} after the run). No GPU was lent for this task, so no GPU timing.",
         f"- Threads: {args.threads or 'library defaults'} BLAS/OpenMP thread(s) for both tools"
         + (" (set with OMP/MKL/OPENBLAS_NUM_THREADS; on a busy shared machine, default OpenMP threads "

@@ -23,6 +23,9 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model  # noqa: E402
+
 import numpy as np
 
 from htsr_diag import esd, layer_alpha
@@ -45,16 +48,6 @@ def _time(fn, repeats: int) -> tuple[float, object]:
         out = fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## Power-law fit (`layer_alpha`) vs WeightWatcher 0.7.7 and powerlaw 2.0",
         "",
-        f"Device: CPU, {_cpu()}, {os.cpu_count()} logical cores (shared; no GPU used). "
+        f"Device: CPU, {cpu_model()}, {os.cpu_count()} logical cores (shared; no GPU used). "
         f"numpy {np.__version__}, Python {platform.python_version()}.",
         f"Median wall time of one fit over {args.repeats} repeats ({args.pl_repeats} for powerlaw.Fit); "
         "same eigenvalues for all three; `max rel diff` = largest relative difference of alpha "

@@ -33,6 +33,9 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model  # noqa: E402
+
 import numpy as np
 import torch
 
@@ -96,16 +99,6 @@ def timed_pair(model, repeats: int):
         df = ww_analysis(model)
         tw.append(time.perf_counter() - t0)
     return statistics.median(th), th, rows, statistics.median(tw), tw, df
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
