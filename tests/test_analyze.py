@@ -322,3 +322,22 @@ def test_equal_shapes_are_decomposed_together_in_bounded_batches(monkeypatch):
     for name, W in sd.items():
         ev = np.sort(np.linalg.svd(W, compute_uv=False) ** 2)
         assert together.layer(name[:-7]).alpha == pytest.approx(layer_alpha(ev, shape=W.shape).alpha, rel=1e-9)
+
+
+def test_center_traps_removes_the_mean_outlier():
+    # iid entries with mean/std = 0.1 (about what FC1 reaches early in the fast preset): the mean
+    # survives shuffling as a rank-one outlier of size ~ (0.1)^2 * N * M / M -> far above the MP edge,
+    # a "trap" that is no correlation at all. Centring removes it; a planted large entry stays.
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((200, 784)) + 0.1
+    raw = analyze(W, rng=0)
+    centred = analyze(W, rng=0, center_traps=True)
+    assert raw.layers[0].n_traps >= 1 and centred.layers[0].n_traps == 0
+    assert raw.center_traps is False and centred.center_traps is True
+    assert centred.layers[0].alpha == raw.layers[0].alpha  # alpha is of W itself, never centred
+    assert ModelReport.from_json(centred.to_json()).center_traps is True
+    planted = W.copy()
+    planted[5, 7] = 80.0
+    assert analyze(planted, rng=0, center_traps=True).layers[0].n_traps >= 1
+    with pytest.raises(TypeError, match="center_traps must be True or False"):
+        analyze(W, center_traps="yes")

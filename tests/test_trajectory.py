@@ -47,7 +47,8 @@ def test_run_folder_trajectory_matches_analyze_per_checkpoint(run_dir, serial):
     # each checkpoint's report is analyze() of that file with the stream SeedSequence(0, spawn_key=(step,))
     step, path = pairs[-1]
     rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(step,)).spawn(2)[0])
-    direct = analyze(path, rng=rng)
+    direct = analyze(path, rng=rng, center_traps=True)  # analyze_checkpoints counts centred traps by default
+    assert serial.reports[-1].center_traps is True
     assert json.dumps(direct.to_dict(), sort_keys=True) == json.dumps(serial.reports[-1].to_dict(), sort_keys=True)
     # the metrics are aligned with the checkpoint steps
     rows = {int(r["step"]): r for r in read_metrics(run_dir)}

@@ -175,6 +175,8 @@ class ModelReport:
         The options used.
     version : str
         htsr_diag version that made the report.
+    center_traps : bool
+        Whether the trap counts are of the centred shuffled matrix.
 
     Examples
     --------
@@ -190,6 +192,7 @@ class ModelReport:
     randomize: bool = True
     ks: bool = True
     version: str = ""
+    center_traps: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -218,7 +221,7 @@ class ModelReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (``format`` key identifies it for :meth:`from_dict`)."""
         return {"format": _FORMAT, "version": self.version, "source": self.source,
-                "randomize": self.randomize, "ks": self.ks,
+                "randomize": self.randomize, "ks": self.ks, "center_traps": self.center_traps,
                 "layers": [lr.to_dict() for lr in self.layers],
                 "skipped": [s.to_dict() for s in self.skipped]}
 
@@ -231,7 +234,8 @@ class ModelReport:
         return cls(layers=[LayerReport.from_dict(x) for x in d["layers"]],
                    skipped=[SkippedParam.from_dict(x) for x in d.get("skipped", [])],
                    source=str(d.get("source", "")), randomize=bool(d.get("randomize", True)),
-                   ks=bool(d.get("ks", True)), version=str(d.get("version", "")))
+                   ks=bool(d.get("ks", True)), version=str(d.get("version", "")),
+                   center_traps=bool(d.get("center_traps", False)))
 
     def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = 1) -> str:
         """The report as JSON text (NaN written as ``NaN``); also written to ``path`` if given."""
@@ -307,7 +311,7 @@ def _check_device(device: Any) -> Any:
 
 
 def _analyze_layer(lm: LayerMatrix, W: Any, eigs: np.ndarray, randomize: bool, ks: bool,
-                   rng: np.random.Generator) -> LayerReport:
+                   rng: np.random.Generator, center_traps: bool = False) -> LayerReport:
     from .powerlaw import layer_alpha
 
     row = _base(lm)
@@ -325,7 +329,7 @@ def _analyze_layer(lm: LayerMatrix, W: Any, eigs: np.ndarray, randomize: bool, k
     if randomize:
         from .traps import randomized_analysis
 
-        traps, kst = randomized_analysis(W, rng=rng)
+        traps, kst = randomized_analysis(W, rng=rng, center=center_traps)
         n_traps = traps.n_traps
         if isinstance(n_traps, (int, np.integer)) or (isinstance(n_traps, float) and n_traps.is_integer()):
             n_traps = int(n_traps)
@@ -348,7 +352,7 @@ def _failed(lm: LayerMatrix, status: str) -> LayerReport:
 
 def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str | Sequence[str] | None = None,
             device: Any = None, rng: Any = None, all_2d: bool = False,
-            progress: bool | None = None) -> ModelReport:
+            progress: bool | None = None, center_traps: bool = False) -> ModelReport:
     """Analyse every layer of a model: alpha, norms, correlation traps and the KS test vs MP.
 
     Parameters
@@ -375,6 +379,12 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     progress : bool, optional
         Progress bar on stderr. Default: on for models with 8 or more layers when stderr is
         a terminal.
+    center_traps : bool, default False
+        Subtract each layer's mean weight before shuffling (``center=True`` of
+        :func:`~htsr_diag.traps.correlation_traps`). A non-zero mean survives shuffling and
+        makes one outlier eigenvalue of its own, which the uncentred count (the default,
+        as WeightWatcher and the study) reports as a trap. :func:`analyze_checkpoints` and
+        the phase classifier use centred traps (docs/phases.md).
 
     Returns
     -------
@@ -396,7 +406,7 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     >>> [s.name for s in report.skipped]
     ['0.bias', '2.bias']
     """
-    for name, flag in (("randomize", randomize), ("ks", ks)):
+    for name, flag in (("randomize", randomize), ("ks", ks), ("center_traps", center_traps)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False; got {flag!r}.")
     if progress is not None and not isinstance(progress, (bool, np.bool_)):
@@ -450,12 +460,13 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
                     continue
                 try:
                     rows[i] = _analyze_layer(lm, weights[i], spectra[j], bool(randomize), bool(ks),
-                                             _layer_rng(entropy, lm.name))
+                                             _layer_rng(entropy, lm.name), bool(center_traps))
                 except Exception as exc:
                     logger.debug("layer %s failed", lm.name, exc_info=True)
                     rows[i] = _failed(lm, f"failed: {type(exc).__name__}: {exc}")
                 bar.update(1, postfix=lm.name[-30:])
     report = ModelReport(layers=[rows[i] for i in range(n)], skipped=list(found.skipped), source=found.source,
-                         randomize=bool(randomize), ks=bool(ks), version=__version__)
+                         randomize=bool(randomize), ks=bool(ks), version=__version__,
+                         center_traps=bool(center_traps))
     logger.info("analysed %d layers of %s (%d parameters skipped)", n, found.source, len(found.skipped))
     return report

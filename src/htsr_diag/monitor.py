@@ -307,7 +307,7 @@ class Monitor:
         t0 = time.perf_counter()
         seq = np.random.SeedSequence(self._entropy, spawn_key=(step,))
         rng = np.random.default_rng(seq.spawn(2)[0])
-        kwargs: dict[str, Any] = {"randomize": self.randomize, "ks": False, "rng": rng}
+        kwargs: dict[str, Any] = {"randomize": self.randomize, "ks": False, "rng": rng, "center_traps": True}
         if self.layers is not None:
             kwargs["layers"] = self.layers
         with torch.no_grad():

@@ -387,7 +387,7 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
                         executor: Executor | None = None, randomize: bool = True, ks: bool = True,
                         layers: Any = None, model_factory: Callable[[], Any] | None = None,
                         rng: Any = 0, num_threads: int | None = 1,
-                        progress: bool | None = None) -> Trajectory:
+                        progress: bool | None = None, center_traps: bool = True) -> Trajectory:
     """Analyse every checkpoint of a run: alpha, traps and KS per layer, plus baselines and metrics.
 
     Parameters
@@ -426,6 +426,12 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
         Parallelism across checkpoints comes from ``executor``.
     progress : bool, optional
         Draw a progress bar on stderr (default: only when stderr is a terminal).
+    center_traps : bool, default True
+        Count correlation traps of the *centred* shuffled weights (``center_traps`` of
+        :func:`~htsr_diag.analyze.analyze`, whose own default is the uncentred count of
+        WeightWatcher and the study). Centred is the default here because
+        :class:`~htsr_diag.phases.PhaseClassifier` is calibrated on it: a layer's non-zero
+        mean makes one spurious "trap" from early training on (docs/phases.md).
 
     Returns
     -------
@@ -443,7 +449,7 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
     if executor is not None and not isinstance(executor, Executor) and not hasattr(executor, "submit"):
         raise TypeError(f"executor must be a concurrent.futures.Executor (or have .submit); got "
                         f"{type(executor).__name__}.")
-    for name, flag in (("randomize", randomize), ("ks", ks)):
+    for name, flag in (("randomize", randomize), ("ks", ks), ("center_traps", center_traps)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False; got {flag!r}.")
     if num_threads is not None:
@@ -452,7 +458,7 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
         num_threads = check_positive_int(num_threads, "num_threads")
     items, step_arr, run_dir = _resolve(sources, steps)
     entropy = _entropy(rng)
-    kwargs: dict[str, Any] = {"randomize": bool(randomize), "ks": bool(ks)}
+    kwargs: dict[str, Any] = {"randomize": bool(randomize), "ks": bool(ks), "center_traps": bool(center_traps)}
     if layers is not None:
         kwargs["layers"] = layers
     if model_factory is not None and not callable(model_factory):
