@@ -274,11 +274,13 @@ class _Layer:  # stand-in for analyze.LayerReport (only the fields the classifie
     shape: tuple
     alpha: float
     n_traps: int
+    frobenius_norm: float = 1.0
 
 
 @dataclass(frozen=True)
 class _Report:  # stand-in for analyze.ModelReport
     layers: list
+    center_traps: bool = True
 
 
 def test_classifier_reads_a_trajectory_and_skips_the_small_head():
@@ -296,7 +298,9 @@ def test_classifier_reads_a_trajectory_and_skips_the_small_head():
     np.testing.assert_allclose(table["n_traps"], [0, 0, 4])
     assert clf.predict(traj).tolist() == [PRE, GROK, ANTI]
     assert PhaseClassifier(layers=["fc3"]).predict(traj).tolist() == [PRE, PRE, PRE]
-    assert clf.report_features(reports[2], train_acc=1.0) == {"alpha": 1.25, "n_traps": 4.0, "train_acc": 1.0}
+    assert clf.report_features(reports[2], train_acc=1.0) == {
+        "alpha": 1.25, "n_traps": 4.0, "train_acc": 1.0, "layer_alpha": [1.5, 1.0], "layer_n_traps": [3.0, 1.0],
+        "layer_norm": [1.0, 1.0]}
     with pytest.raises(ValueError, match=r"layers names \['fc9'\] not found"):
         PhaseClassifier(layers=["fc9"]).predict(traj)
     assert set(PHASES) == {PRE, GROK, ANTI}
@@ -322,3 +326,109 @@ def test_fit_score_equals_the_agreement_of_its_own_predictions(causal):
     default = np.mean([phase_agreement(PhaseClassifier(causal=causal).predict(r), lab)
                        for r, lab in zip(runs, labels)])
     assert clf.train_agreement_ >= default
+
+
+# ----------------------------------------------------------------------------- per-layer rule, norm gate
+def _layered(alpha_l, traps_l, norm_l, train=None):
+    """Feature table with per-layer arrays (layers x checkpoints); mean alpha / total traps derived."""
+    la, lk, ln = (np.asarray(x, float) for x in (alpha_l, traps_l, norm_l))
+    t = {"alpha": la.mean(axis=0), "n_traps": lk.sum(axis=0), "layer_alpha": la, "layer_n_traps": lk,
+         "layer_norm": ln}
+    if train is not None:
+        t["train_acc"] = np.asarray(train, float)
+    return t
+
+
+def test_one_over_fit_layer_is_enough():
+    # FC1 alpha 1.8 with 2 traps while FC2 stays at 3.4 (what the fast-preset collapse looks like,
+    # docs/phases.md): the mean alpha is 2.6, which the old mean rule never called anti-grokking.
+    t = _layered([[6.0, 3.0, 1.8], [6.0, 3.4, 3.4]], [[0, 0, 2], [0, 0, 0]], [[1, 1.2, 1.5], [1, 1, 1]])
+    assert PhaseClassifier().predict(t).tolist() == [PRE, GROK, ANTI]
+    # the same totals presented as a single pseudo-layer do not trigger (mean alpha 2.6 >= 2)
+    assert PhaseClassifier().predict(_table(t["alpha"], t["n_traps"])).tolist() == [PRE, GROK, GROK]
+
+
+def test_norm_gate_ignores_heavy_tails_of_a_layer_shrunk_by_weight_decay():
+    # alpha < 2 and traps in a layer whose norm fell to 40% of its initial value (weight decay 0.1
+    # runs): not a collapse by default; the same layer above its initial norm is one.
+    alpha, traps = [[6.0, 3.0, 1.5, 1.4]], [[0, 0, 5, 8]]
+    shrunk = _layered(alpha, traps, [[50.0, 30.0, 20.0, 20.0]])
+    grown = _layered(alpha, traps, [[50.0, 60.0, 80.0, 90.0]])
+    assert ANTI not in PhaseClassifier().predict(shrunk)
+    assert PhaseClassifier().predict(grown).tolist() == [PRE, GROK, ANTI, ANTI]
+    assert PhaseClassifier(norm_ratio=None).predict(shrunk)[-1] == ANTI
+    assert PhaseClassifier(norm_ratio=0.35).predict(shrunk)[-1] == ANTI
+    # the gate compares with the first checkpoint only, so it is causal
+    clf = PhaseClassifier(causal=True)
+    for t in range(1, 5):
+        part = _layered([a[:t] for a in alpha], [k[:t] for k in traps], [[50.0, 60.0, 80.0, 90.0][:t]])
+        np.testing.assert_array_equal(clf.predict(part), clf.predict(grown)[:t])
+
+
+def test_unknown_norms_skip_the_gate():
+    t = _layered([[6.0, 3.0, 1.5]], [[0, 0, 3]], [[np.nan, np.nan, np.nan]])
+    assert PhaseClassifier().predict(t)[-1] == ANTI
+    # a flat table with a "norm" column uses it as the single layer's norm
+    flat = _table([6.0, 3.0, 1.5], [0, 0, 3])
+    flat["norm"] = [90.0, 60.0, 40.0]
+    assert ANTI not in PhaseClassifier().predict(flat)
+
+
+def test_per_layer_history_for_predict_step():
+    hist = [{"alpha": 4.5, "n_traps": 0, "layer_alpha": [6.0, 3.0], "layer_n_traps": [0, 0], "layer_norm": [10, 10]},
+            {"alpha": 2.6, "n_traps": 2, "layer_alpha": [1.8, 3.4], "layer_n_traps": [2, 0], "layer_norm": [15, 10]}]
+    assert PhaseClassifier().predict_step(hist)[0] == ANTI
+    hist[1]["layer_norm"] = [9, 10]
+    assert PhaseClassifier().predict_step(hist)[0] == GROK
+    with pytest.raises(ValueError, match="layer_norm must have shape"):
+        PhaseClassifier().predict({**_layered([[3.0, 2.0]], [[0, 0]], [[1, 1]]), "layer_norm": np.ones((2, 2))})
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), True, "1"])
+def test_bad_norm_ratio(bad):
+    with pytest.raises(ValueError, match="norm_ratio must be None"):
+        PhaseClassifier(norm_ratio=bad).predict(_table([3.0], [0]))
+
+
+def test_fit_in_time_prefers_an_alarm_that_is_not_late():
+    # Two labelled collapses. Traps in FC1 rise 1 -> 2 -> 4 as the collapse approaches; the
+    # label starts when there are 2 in run A and 4 in run B. Agreement alone picks min_traps=2 or
+    # more (late in run A or B); in_time must pick a rule whose causal alarm is never late.
+    def run(k_start):
+        traps = np.array([0, 0, 0, 0, 1, 2, 2, 4, 4, 4], float)
+        alpha = np.array([6, 5, 3, 3, 1.9, 1.9, 1.9, 1.9, 1.9, 1.9])
+        lab = np.array([PRE, PRE, GROK, GROK] + [GROK] * 6, dtype=object)
+        lab[k_start:] = ANTI
+        return _layered([alpha], [traps], [np.linspace(10, 20, 10)], np.ones(10)), lab.astype(str)
+
+    (ta, la), (tb, lb) = run(5), run(7)
+    free = PhaseClassifier(causal=True).fit([ta, tb], [la, lb], in_time=False)
+    timed = PhaseClassifier(causal=True).fit([ta, tb], [la, lb])
+    for clf in (free, timed):
+        assert clf.train_agreement_ == pytest.approx(
+            np.mean([phase_agreement(clf.predict(t), y) for t, y in ((ta, la), (tb, lb))]), abs=1e-9)
+    flags = [timed.transition_steps(t)[ANTI] for t in (ta, tb)]
+    assert flags[0] is not None and flags[0] <= 5 and flags[1] is not None and flags[1] <= 7
+    assert free.train_agreement_ >= timed.train_agreement_
+    late = [free.transition_steps(t)[ANTI] for t in (ta, tb)]
+    assert late[0] is None or late[0] > 5 or late[1] is None or late[1] > 7 or free.train_agreement_ == timed.train_agreement_
+    with pytest.raises(TypeError, match="in_time must be True or False"):
+        PhaseClassifier().fit([ta], [la], in_time="yes")
+
+
+def test_fit_in_time_falls_back_with_a_warning_when_impossible():
+    # Two runs with identical features, one labelled as collapsing at checkpoint 2 and one never:
+    # an alarm in time for the first is a false alarm in the second.
+    t = _layered([[6.0, 5.0, 5.0, 1.5]], [[0, 0, 0, 3]], [[1, 1, 1, 2]], np.ones(4))
+    with pytest.warns(UserWarning, match="no candidate flags every labelled collapse in time"):
+        clf = PhaseClassifier(causal=True).fit([t, t], [[PRE, PRE, ANTI, ANTI], [PRE, PRE, GROK, GROK]])
+    assert clf.train_agreement_ == pytest.approx(0.75)
+
+
+def test_trajectory_with_uncentred_traps_warns():
+    from htsr_diag.trajectory import Trajectory
+
+    reports = [_Report([_Layer("fc1", (200, 784), 3.0, 0)], center_traps=False)]
+    traj = Trajectory(steps=[0], reports=reports, metrics={})
+    with pytest.warns(UserWarning, match="uncentred shuffled weights"):
+        PhaseClassifier().features(traj)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -198,8 +199,11 @@ def phase_agreement(predicted: Any, reference: Any) -> float:
 
 # ----------------------------------------------------------------------------- classifier
 _ANTI_RULES = ("both", "either", "traps", "alpha")
-_PARAM_NAMES = ("causal", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "patience",
+_PARAM_NAMES = ("causal", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience",
                 "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
+_FITTED = ("alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience")
+#: Per-layer feature keys of a feature table, each of shape (n_layers, n_checkpoints).
+LAYER_FEATURES: tuple[str, ...] = ("layer_alpha", "layer_n_traps", "layer_norm")
 
 
 def _first_streak(evidence: np.ndarray, patience: int) -> int | None:
@@ -212,28 +216,57 @@ def _first_streak(evidence: np.ndarray, patience: int) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def _norm_gate(norm: np.ndarray, ratio: float | None) -> np.ndarray:
+    """Per layer and checkpoint: the layer's norm is at least ``ratio`` x its first finite norm.
+
+    ``norm`` has shape (L, n). Unknown norms (NaN) pass, and so does everything when
+    ``ratio`` is None (gate off). Causal: only the first checkpoint is compared with.
+    """
+    norm = np.asarray(norm, dtype=np.float64)
+    if ratio is None:
+        return np.ones(norm.shape, dtype=bool)
+    first = np.full(norm.shape[0], np.nan)
+    for i, row in enumerate(norm):
+        ok = np.flatnonzero(np.isfinite(row))
+        if ok.size:
+            first[i] = row[ok[0]]
+    with np.errstate(invalid="ignore"):
+        gate = norm >= ratio * first[:, None]
+    return gate | ~np.isfinite(norm) | ~np.isfinite(first)[:, None]
+
+
 class PhaseClassifier:
     """Label checkpoints pre-grokking / grokking / anti-grokking from weight-only features.
 
-    Reads three features per checkpoint, never the test accuracy:
+    Reads, per checkpoint and per analysed layer, the power-law exponent alpha, the
+    correlation-trap count (of the centred shuffled weights, as :func:`analyze_checkpoints`
+    computes it by default) and the Frobenius norm; optionally the training accuracy, which
+    every user has. Never the test accuracy. The analysed layers are by default those whose
+    smaller dimension is at least ``min_layer_dim`` (the study's FC1 and FC2, not the
+    10-unit head, whose 10 eigenvalues give no reliable fit).
 
-    - ``alpha``: the mean power-law exponent of the analysed layers (by default those whose
-      smaller dimension is at least ``min_layer_dim``: the study's FC1 and FC2, not the
-      10-unit head, whose 10 eigenvalues give no reliable fit);
-    - ``n_traps``: the correlation traps summed over those layers;
-    - ``train_acc`` (optional, ``use_train_acc``): the training accuracy, which every user has.
+    Rules (HTSR theory, Prakash & Martin 2025 and Omnigrok; docs/phases.md). A run starts
+    pre-grokking. It is *grokking* once the training set is fitted
+    (``train_acc >= train_threshold``, when known) and the mean alpha of the analysed
+    layers is at most ``alpha_grok``. It is *anti-grokking* once the training set is fitted
+    and some analysed layer shows the over-fitting signature at once:
 
-    Rules (HTSR theory and Prakash & Martin 2025, docs/phases.md): a run starts
-    pre-grokking; it is *grokking* once the training set is fitted
-    (``train_acc >= train_threshold``, when known) and ``alpha <= alpha_grok`` (between the
-    study's pre-grokking 4.0 and grokking 2.9); it is *anti-grokking* once the training set
-    is fitted and the anti rule holds: ``"both"`` (default) ``n_traps >= min_traps`` and
-    ``alpha < alpha_anti``; ``"either"`` one of them; ``"traps"`` or ``"alpha"`` that one
-    alone. A phase is entered when its rule has held on ``patience`` consecutive
-    checkpoints, and never left (phases are ordered). With ``causal=True`` the label at a
-    checkpoint uses only checkpoints up to it (the switch is reported at the checkpoint that
-    completes the streak), so it can run during training; otherwise the switch is dated
-    back to the first checkpoint of the streak.
+    - its anti rule holds: ``"both"`` (default) ``n_traps >= min_traps`` and
+      ``alpha < alpha_anti`` in that layer; ``"either"`` one of them; ``"traps"`` or
+      ``"alpha"`` that one alone;
+    - and its Frobenius norm is at least ``norm_ratio`` times its norm at the first
+      checkpoint (which should be the initialisation). Without weight decay the norm keeps
+      growing and the heavy tail and traps of over-fitting come with it (the study; the
+      "large-norm" side of Omnigrok's LU mechanism). Under weight decay a layer shrunk
+      well below its initial norm also grows heavy tails and traps while the test accuracy
+      holds: the gate keeps those from being called a collapse. ``norm_ratio=None``
+      switches the gate off.
+
+    A phase is entered when its rule has held on ``patience`` consecutive checkpoints, and
+    never left (phases are ordered). With ``causal=True`` the label at a checkpoint uses
+    only checkpoints up to it (the switch is reported at the checkpoint that completes the
+    streak), so it can run during training; otherwise the switch is dated back to the
+    first checkpoint of the streak.
 
     The defaults work without fitting; :meth:`fit` calibrates the thresholds on labelled
     runs (labels from :func:`phases_from_accuracy`) by an exhaustive search.
@@ -246,12 +279,15 @@ class PhaseClassifier:
         Mean alpha at or below which a fitted run is grokking (midpoint of the study's
         pre-grokking 4.0 and grokking 2.9).
     alpha_anti : float, default 2.0
-        Mean alpha below which a run is over-fit (HTSR: alpha < 2; the study's midpoint of
-        grokking 2.9 and anti-grokking 1.1 is also 2.0).
+        Layer alpha below which a layer is over-fit (HTSR: alpha < 2; the study's midpoint
+        of grokking 2.9 and anti-grokking 1.1 is also 2.0).
     min_traps : int, default 1
-        Correlation traps (summed over the analysed layers) that count as a trap signal.
+        Correlation traps in a layer that count as a trap signal.
     anti_rule : {"both", "either", "traps", "alpha"}, default "both"
-        How the trap and alpha signals combine into the anti-grokking rule.
+        How a layer's trap and alpha signals combine into the anti-grokking rule.
+    norm_ratio : float or None, default 1.0
+        A layer's anti-grokking signal counts only while its Frobenius norm is at least
+        this multiple of its norm at the first checkpoint. None: no norm gate.
     patience : int, default 1
         Consecutive checkpoints a rule must hold before its phase is entered.
     use_train_acc : bool, default True
@@ -259,8 +295,8 @@ class PhaseClassifier:
         pre-grokking.
     train_threshold : float, default 0.99
     layers : "auto" or sequence of str, default "auto"
-        Layers whose alpha and traps are used; "auto": every layer whose smaller
-        dimension is at least ``min_layer_dim``.
+        Layers whose features are used; "auto": every layer whose smaller dimension is at
+        least ``min_layer_dim``.
     min_layer_dim : int, default 50
     alpha_scale : float, default 0.25
         Alpha difference that counts as one unit of margin in :meth:`confidence`.
@@ -268,8 +304,9 @@ class PhaseClassifier:
     Attributes
     ----------
     thresholds_ : dict
-        The fitted ``alpha_grok``, ``alpha_anti``, ``min_traps``, ``anti_rule``, ``patience``
-        (after :meth:`fit`; before it the constructor's values are used).
+        The fitted ``alpha_grok``, ``alpha_anti``, ``min_traps``, ``anti_rule``,
+        ``norm_ratio``, ``patience`` (after :meth:`fit`; before it the constructor's values
+        are used).
     train_agreement_ : float
         Mean per-run agreement with the labels on the runs ``fit`` saw.
     n_runs_ : int
@@ -284,8 +321,8 @@ class PhaseClassifier:
     """
 
     def __init__(self, *, causal: bool = False, alpha_grok: float = 3.45, alpha_anti: float = 2.0,
-                 min_traps: int = 1, anti_rule: str = "both", patience: int = 1,
-                 use_train_acc: bool = True, train_threshold: float = 0.99,
+                 min_traps: int = 1, anti_rule: str = "both", norm_ratio: float | None = 1.0,
+                 patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
                  layers: str | Sequence[str] = "auto", min_layer_dim: int = 50,
                  alpha_scale: float = 0.25) -> None:
         self.causal = causal
@@ -293,6 +330,7 @@ class PhaseClassifier:
         self.alpha_anti = alpha_anti
         self.min_traps = min_traps
         self.anti_rule = anti_rule
+        self.norm_ratio = norm_ratio
         self.patience = patience
         self.use_train_acc = use_train_acc
         self.train_threshold = train_threshold
@@ -339,6 +377,11 @@ class PhaseClassifier:
         if p["alpha_anti"] > p["alpha_grok"]:
             raise ValueError(f"alpha_anti must not exceed alpha_grok (alpha falls through the phases); "
                              f"got alpha_anti={p['alpha_anti']!r} > alpha_grok={p['alpha_grok']!r}.")
+        r = p["norm_ratio"]
+        if r is not None and (isinstance(r, bool) or not isinstance(r, numbers.Real) or not math.isfinite(r)
+                              or r <= 0):
+            raise ValueError(f"norm_ratio must be None (no norm gate) or a positive finite number such as "
+                             f"1.0; got {r!r}.")
         from ._validation import check_positive_int
         check_positive_int(p["min_traps"], "min_traps")
         check_positive_int(p["patience"], "patience")
@@ -354,7 +397,7 @@ class PhaseClassifier:
 
     def _rules(self) -> dict[str, Any]:
         p = self._validated()
-        rules = {k: p[k] for k in ("alpha_grok", "alpha_anti", "min_traps", "anti_rule", "patience")}
+        rules = {k: p[k] for k in _FITTED}
         fitted = self.__dict__.get("thresholds_")
         if fitted is not None:
             rules.update(fitted)
@@ -382,32 +425,54 @@ class PhaseClassifier:
         Parameters
         ----------
         data : Trajectory or mapping
-            A :class:`~htsr_diag.trajectory.Trajectory`, or a mapping with equal-length
-            1-D ``"alpha"`` and ``"n_traps"`` (and optionally ``"train_acc"``, ``"step"``)
-            sequences, or a sequence of per-checkpoint mappings with those keys.
+            A :class:`~htsr_diag.trajectory.Trajectory`; or a mapping with equal-length 1-D
+            ``"alpha"`` (mean over layers) and ``"n_traps"`` (total) sequences, optionally
+            ``"train_acc"``, ``"step"`` and the per-layer arrays ``"layer_alpha"``,
+            ``"layer_n_traps"``, ``"layer_norm"`` of shape (n_layers, n_checkpoints)
+            (without them the anti rule reads ``alpha`` and ``n_traps`` as one layer, and
+            the norm gate uses ``"norm"`` if given, else is skipped); or a sequence of
+            per-checkpoint mappings with those keys (per-layer values as lists), such as
+            :meth:`report_features` returns.
 
         Returns
         -------
         dict
-            ``"alpha"``, ``"n_traps"``, ``"train_acc"`` (NaN where unknown) and ``"step"``
-            as float arrays of shape (n_checkpoints,).
+            ``"alpha"``, ``"n_traps"``, ``"train_acc"`` (NaN where unknown), ``"step"`` as
+            float arrays of shape (n,), and ``"layer_alpha"``, ``"layer_n_traps"``,
+            ``"layer_norm"`` of shape (n_layers, n).
         """
         self._validated()
         if hasattr(data, "feature") and hasattr(data, "layer_names"):
             layers = self._trajectory_layers(data)
+            uncentred = [int(s) for s, r in zip(data.steps, data.reports)
+                         if getattr(r, "randomize", True) and not getattr(r, "center_traps", False)]
+            if uncentred:
+                warnings.warn(f"the trajectory's trap counts are of uncentred shuffled weights (first at step "
+                              f"{uncentred[0]}); the classifier is calibrated on centred counts, and a layer's "
+                              f"non-zero mean adds a spurious trap. Re-run analyze_checkpoints(..., "
+                              f"center_traps=True) (its default).", UserWarning, stacklevel=3)
             alpha = np.vstack([data.feature("alpha", name) for name in layers])
             traps = np.vstack([data.feature("n_traps", name) for name in layers])
+            norm = np.vstack([_feature_or_nan(data, "frobenius_norm", name) for name in layers])
             with np.errstate(all="ignore"), _quiet_nanmean():
                 table = {"alpha": np.nanmean(alpha, axis=0), "n_traps": np.nansum(traps, axis=0),
                          "train_acc": np.asarray(data.metrics.get("train_acc", np.full(len(data.steps), np.nan)),
                                                  dtype=np.float64),
-                         "step": np.asarray(data.steps, dtype=np.float64)}
+                         "step": np.asarray(data.steps, dtype=np.float64),
+                         "layer_alpha": alpha, "layer_n_traps": traps, "layer_norm": norm}
             return table
         if isinstance(data, Mapping):
             table = dict(data)
         elif isinstance(data, Sequence) and not isinstance(data, str) and all(isinstance(r, Mapping) for r in data):
             keys = set().union(*(r.keys() for r in data)) if data else set()
             table = {k: [r.get(k, np.nan) for r in data] for k in keys}
+            for k in LAYER_FEATURES:
+                if k in table:
+                    try:
+                        table[k] = np.asarray(table[k], dtype=np.float64).T
+                    except (TypeError, ValueError) as exc:
+                        raise ValueError(f"{k!r} must hold one list of per-layer values per checkpoint, all of "
+                                         f"the same length.") from exc
         else:
             raise TypeError(f"data must be a Trajectory, a mapping of feature arrays or a sequence of "
                             f"per-checkpoint feature mappings; got {type(data).__name__}.")
@@ -424,36 +489,55 @@ class PhaseClassifier:
                             if "train_acc" in table else np.full(n, np.nan))
         out["step"] = (_curve(table["step"], "step", n) if "step" in table
                        else np.arange(n, dtype=np.float64))
+        if "layer_alpha" in table:
+            out["layer_alpha"] = _layer_table(table["layer_alpha"], "layer_alpha", n)
+            n_layers = out["layer_alpha"].shape[0]
+            for key in ("layer_n_traps", "layer_norm"):
+                out[key] = (_layer_table(table[key], key, n, n_layers) if key in table
+                            else np.full((n_layers, n), np.nan))
+        else:
+            out["layer_alpha"] = out["alpha"][None, :]
+            out["layer_n_traps"] = out["n_traps"][None, :]
+            out["layer_norm"] = (_curve(table["norm"], "norm", n, allow_nan=True)[None, :] if "norm" in table
+                                 else np.full((1, n), np.nan))
         return out
 
-    def report_features(self, report: Any, *, train_acc: float | None = None) -> dict[str, float]:
+    def report_features(self, report: Any, *, train_acc: float | None = None) -> dict[str, Any]:
         """One checkpoint's feature mapping from a :class:`~htsr_diag.analyze.ModelReport`.
 
         What :class:`~htsr_diag.monitor.Monitor` accumulates for :meth:`predict_step`.
 
         Returns
         -------
-        dict with ``"alpha"``, ``"n_traps"`` and ``"train_acc"`` (NaN if not given).
+        dict with ``"alpha"``, ``"n_traps"``, ``"train_acc"`` (NaN if not given) and the
+        per-layer lists ``"layer_alpha"``, ``"layer_n_traps"``, ``"layer_norm"``.
         """
         from .trajectory import Trajectory  # local: trajectory imports analyze lazily
 
         traj = Trajectory(steps=np.zeros(1, dtype=np.int64), reports=[report], metrics={}, baselines={})
-        table = self.features(traj)
-        return {"alpha": float(table["alpha"][0]), "n_traps": float(table["n_traps"][0]),
-                "train_acc": float("nan") if train_acc is None else float(train_acc)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the Monitor analyses centred; users are told there
+            table = self.features(traj)
+        out: dict[str, Any] = {"alpha": float(table["alpha"][0]), "n_traps": float(table["n_traps"][0]),
+                               "train_acc": float("nan") if train_acc is None else float(train_acc)}
+        for key in LAYER_FEATURES:
+            out[key] = [float(v) for v in table[key][:, 0]]
+        return out
 
     # -- the rules ------------------------------------------------------------------------
     @staticmethod
     def _evidence(table: Mapping[str, np.ndarray], rules: Mapping[str, Any], use_train_acc: bool,
                   train_threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """Per-checkpoint (grokking rule holds, anti-grokking rule holds)."""
-        a, k, tr = table["alpha"], table["n_traps"], table["train_acc"]
+        a, tr = table["alpha"], table["train_acc"]
+        la, lk = table["layer_alpha"], table["layer_n_traps"]
         with np.errstate(invalid="ignore"):
             fitted = (np.isnan(tr) | (tr >= train_threshold)) if use_train_acc else np.ones(a.size, bool)
-            low = a < rules["alpha_anti"]
-            trap = k >= rules["min_traps"]
-            anti = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
-            return fitted & (a <= rules["alpha_grok"]), fitted & anti
+            low = la < rules["alpha_anti"]
+            trap = lk >= rules["min_traps"]
+            layer = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
+            layer &= _norm_gate(table["layer_norm"], rules["norm_ratio"])
+            return fitted & (a <= rules["alpha_grok"]), fitted & layer.any(axis=0)
 
     @staticmethod
     def _segment(grok: np.ndarray, anti: np.ndarray, patience: int, causal: bool) -> np.ndarray:
@@ -499,7 +583,8 @@ class PhaseClassifier:
 
         The logistic of the margin by which the current checkpoint's features satisfy the
         rule of its label (alpha distances in units of ``alpha_scale``; trap counts in
-        traps beyond ``min_traps - 0.5``). Below 0.5 means the label is held only because
+        traps beyond ``min_traps - 0.5``; for the anti rule, the best layer, a layer failing
+        the norm gate counting at most -1). Below 0.5 means the label is held only because
         phases never go back while this checkpoint's own features point elsewhere. A
         heuristic score, not a calibrated probability.
 
@@ -510,14 +595,18 @@ class PhaseClassifier:
         table = self.features(data)
         rules = self._rules()
         rank = self._predict_table(table, bool(self.causal))
-        a, k, tr = table["alpha"], table["n_traps"], table["train_acc"]
+        a, tr = table["alpha"], table["train_acc"]
         s = float(self.alpha_scale)
         with np.errstate(invalid="ignore"):
             m_grok = (rules["alpha_grok"] - a) / s          # > 0: alpha says "past pre-grokking"
-            m_low = (rules["alpha_anti"] - a) / s           # > 0: alpha says over-fit
-            m_trap = k - (rules["min_traps"] - 0.5)         # > 0: traps present
-            m_anti = {"both": np.minimum(m_low, m_trap), "either": np.maximum(m_low, m_trap),
-                      "traps": m_trap, "alpha": m_low}[rules["anti_rule"]]
+            m_low = (rules["alpha_anti"] - table["layer_alpha"]) / s    # > 0: the layer's alpha says over-fit
+            m_trap = table["layer_n_traps"] - (rules["min_traps"] - 0.5)  # > 0: traps present
+            m_layer = {"both": np.minimum(m_low, m_trap), "either": np.maximum(m_low, m_trap),
+                       "traps": m_trap, "alpha": m_low}[rules["anti_rule"]]
+            gate = _norm_gate(table["layer_norm"], rules["norm_ratio"])
+            m_layer = np.where(gate, m_layer, np.minimum(m_layer, -1.0))
+            m_anti = np.nanmax(np.where(np.isnan(m_layer), -np.inf, m_layer), axis=0)
+            m_anti = np.where(np.isfinite(m_anti), m_anti, np.nan)
             unfitted = self.use_train_acc & (tr < self.train_threshold)
             margin = np.where(rank == 0, np.where(unfitted, 4.0, -np.maximum(m_grok, m_anti)),
                               np.where(rank == 1, np.minimum(m_grok if rules["anti_rule"] != "traps" else np.inf,
@@ -550,8 +639,8 @@ class PhaseClassifier:
         ----------
         history : sequence of mappings or mapping of arrays
             The features of every checkpoint so far, oldest first (``"alpha"``,
-            ``"n_traps"``, optionally ``"train_acc"``), e.g. a list of
-            :meth:`report_features` results.
+            ``"n_traps"``, optionally ``"train_acc"`` and the per-layer lists), e.g. a list
+            of :meth:`report_features` results.
 
         Returns
         -------
@@ -568,14 +657,21 @@ class PhaseClassifier:
         return label, conf
 
     # -- calibration ----------------------------------------------------------------------
-    def fit(self, trajectories: Iterable[Any], labels: Iterable[Any]) -> "PhaseClassifier":
+    def fit(self, trajectories: Iterable[Any], labels: Iterable[Any], *, in_time: bool = True) -> "PhaseClassifier":
         """Calibrate the thresholds on labelled runs.
 
-        Exhaustive search over ``alpha_grok`` and ``alpha_anti`` (quantiles of the observed
-        alphas plus the defaults), ``min_traps`` (1, 2, 3, 5, 8), the four anti rules and
-        ``patience`` (1, 2, 3), maximising the mean per-run agreement of :meth:`predict`
-        (in this classifier's ``causal`` mode) with ``labels``. Ties go to the candidate
-        closest to the defaults.
+        Exhaustive search over ``alpha_grok`` and ``alpha_anti`` (midpoints of the observed
+        mean and layer alphas, at most 120 each, plus the current values), ``min_traps``
+        (1, 2, 3, 5, 8), the four anti rules, ``norm_ratio`` (None, 1.0, 1.25, 1.5 and the
+        current value) and ``patience`` (1, 2, 3), maximising the mean per-run agreement of
+        :meth:`predict` (in this classifier's ``causal`` mode) with ``labels``. Ties go to
+        the candidate closest to the current values.
+
+        Agreement alone rewards an alarm that fires as late as possible (at the labelled
+        collapse, or after it on the next run). With ``in_time=True`` (default) only
+        candidates whose *causal* alarm fires no later than the first anti-grokking label of
+        every labelled run, and never in a run without one, are considered; if no candidate
+        does, the constraint is dropped with a warning.
 
         Parameters
         ----------
@@ -583,12 +679,16 @@ class PhaseClassifier:
         labels : sequence of array_like of str
             One label per checkpoint of each trajectory, e.g. from
             :func:`phases_from_accuracy`.
+        in_time : bool, default True
+            Constrain the search to alarms that are in time on every labelled run.
 
         Returns
         -------
         self
         """
         params = self._validated()
+        if not isinstance(in_time, (bool, np.bool_)):
+            raise TypeError(f"in_time must be True or False; got {in_time!r}.")
         trajectories, labels = list(trajectories), list(labels)
         if not trajectories:
             raise ValueError("trajectories must hold at least one labelled run; got none.")
@@ -607,31 +707,50 @@ class PhaseClassifier:
                 raise ValueError(f"labels[{i}] must only hold {PHASES}; got {bad}.")
             tables.append(table)
             targets.append(np.array([_RANK[x] for x in lab]))
-        pooled = np.concatenate([t["alpha"] for t in tables])
-        pooled = np.unique(pooled[np.isfinite(pooled)])
-        mids = (pooled[1:] + pooled[:-1]) / 2 if pooled.size > 1 else pooled
-        if mids.size > 120:  # keep the search small: quantiles of the midpoints
-            mids = np.quantile(mids, np.linspace(0, 1, 120))
-        grid_g = np.unique(np.append(mids, params["alpha_grok"]))
-        grid_a = np.unique(np.append(mids, params["alpha_anti"]))
-        traps_grid = np.array([1, 2, 3, 5, 8])
-        combos = [(a, k, rule) for rule in _ANTI_RULES for k in traps_grid for a in grid_a]
+        grid_g = _grid(np.concatenate([t["alpha"] for t in tables]), params["alpha_grok"])
+        grid_a = _grid(np.concatenate([t["layer_alpha"].ravel() for t in tables]), params["alpha_anti"])
+        ratios: list[float | None] = [None, 1.0, 1.25, 1.5]
+        if params["norm_ratio"] not in ratios:
+            ratios.append(float(params["norm_ratio"]))
+        combos = [(a, k, rule, r) for r in ratios for rule in _ANTI_RULES for k in (1, 2, 3, 5, 8) for a in grid_a]
         combo_a = np.array([c[0] for c in combos])
         combo_k = np.array([c[1] for c in combos], dtype=float)
         combo_r = np.array([_ANTI_RULES.index(c[2]) for c in combos])
+        combo_n = np.array([ratios.index(c[3]) for c in combos])
         causal = bool(self.causal)
+        current_r = ratios.index(params["norm_ratio"])
+        ratio_dist = np.array([0.0 if i == current_r else (1.0 if (r is None) != (params["norm_ratio"] is None)
+                                                           else abs(r - params["norm_ratio"]))
+                               for i, r in enumerate(ratios)])
+        anti_ev = [_anti_grid(t, combo_a, combo_k, combo_r, combo_n, ratios, self.use_train_acc,
+                              self.train_threshold) for t in tables]
         best, best_key = None, None
-        for p in (1, 2, 3):
+        constrained = bool(in_time)
+        if constrained:
+            feasible = [np.ones(len(combos), dtype=bool) for _ in (1, 2, 3)]
+            for target, anti in zip(targets, anti_ev):
+                hit = np.flatnonzero(target == 2)
+                first_ref = int(hit[0]) if hit.size else target.size
+                for pi, p in enumerate((1, 2, 3)):
+                    t_a = _first_streak_many(anti, p) if target.size >= p else np.full(len(combos), target.size)
+                    feasible[pi] &= (t_a <= first_ref) if hit.size else (t_a >= target.size)
+            if not any(f.any() for f in feasible):
+                warnings.warn("fit(in_time=True): no candidate flags every labelled collapse in time without a "
+                              "false alarm; fitting on agreement alone.", UserWarning, stacklevel=2)
+                constrained = False
+        for pi, p in enumerate((1, 2, 3)):
             score = np.zeros((grid_g.size, len(combos)))
-            for table, target in zip(tables, targets):
-                score += _agreement_grid(table, target, grid_g, combo_a, combo_k, combo_r, p, causal,
-                                         self.use_train_acc, self.train_threshold)
+            for table, target, anti in zip(tables, targets, anti_ev):
+                score += _agreement_grid(table, target, grid_g, anti, p, causal, self.use_train_acc,
+                                         self.train_threshold)
             score /= len(tables)
             score[grid_g[:, None] < combo_a[None, :]] = -1.0  # alpha_anti must not exceed alpha_grok
+            if constrained:
+                score[:, ~feasible[pi]] = -2.0
             dist = (np.abs(grid_g - params["alpha_grok"])[:, None] + np.abs(combo_a - params["alpha_anti"])[None, :]
                     + (np.abs(combo_k - params["min_traps"]) / 4)[None, :]
                     + (combo_r != _ANTI_RULES.index(params["anti_rule"]))[None, :]
-                    + abs(p - params["patience"]) / 2)
+                    + ratio_dist[combo_n][None, :] + abs(p - params["patience"]) / 2)
             rounded = np.round(score, 9)
             top = rounded.max()
             cand = np.argwhere(rounded == top)
@@ -640,7 +759,8 @@ class PhaseClassifier:
             if best_key is None or key > best_key:
                 best_key = key
                 best = {"alpha_grok": float(grid_g[i]), "alpha_anti": float(combos[j][0]),
-                        "min_traps": int(combos[j][1]), "anti_rule": combos[j][2], "patience": p}
+                        "min_traps": int(combos[j][1]), "anti_rule": combos[j][2], "norm_ratio": combos[j][3],
+                        "patience": p}
         assert best is not None
         self.thresholds_ = best
         self.train_agreement_ = float(best_key[0])
@@ -648,6 +768,35 @@ class PhaseClassifier:
         logger.info("PhaseClassifier fitted on %d runs: %s (agreement %.3f)", self.n_runs_,
                     self.thresholds_, self.train_agreement_)
         return self
+
+
+def _feature_or_nan(trajectory: Any, name: str, layer: str) -> np.ndarray:
+    try:
+        return trajectory.feature(name, layer)
+    except ValueError:  # reports without the field (e.g. hand-made): unknown, so the gate is skipped
+        return np.full(len(trajectory.steps), np.nan)
+
+
+def _layer_table(x: Any, name: str, n: int, n_layers: int | None = None) -> np.ndarray:
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a 2-D array of numbers (n_layers, n_checkpoints).") from exc
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[1] != n or (n_layers is not None and a.shape[0] != n_layers):
+        want = f"({n_layers if n_layers is not None else 'n_layers'}, {n})"
+        raise ValueError(f"{name} must have shape {want} (layers x checkpoints); got {a.shape}.")
+    return a
+
+
+def _grid(values: np.ndarray, current: float) -> np.ndarray:
+    """Candidate thresholds: midpoints of the observed values (at most 120 quantiles), plus ``current``."""
+    v = np.unique(values[np.isfinite(values)])
+    mids = (v[1:] + v[:-1]) / 2 if v.size > 1 else v
+    if mids.size > 120:  # keep the search small: quantiles of the midpoints
+        mids = np.quantile(mids, np.linspace(0, 1, 120))
+    return np.unique(np.append(mids, current))
 
 
 def _first_streak_many(evidence: np.ndarray, patience: int) -> np.ndarray:
@@ -660,22 +809,33 @@ def _first_streak_many(evidence: np.ndarray, patience: int) -> np.ndarray:
     return first
 
 
+def _anti_grid(table: Mapping[str, np.ndarray], combo_a: np.ndarray, combo_k: np.ndarray, combo_r: np.ndarray,
+               combo_n: np.ndarray, ratios: Sequence[float | None], use_train_acc: bool,
+               train_threshold: float) -> np.ndarray:
+    """Anti-grokking evidence of every (alpha_anti, min_traps, rule, norm_ratio) combo, shape (C, n)."""
+    la, lk, tr = table["layer_alpha"], table["layer_n_traps"], table["train_acc"]
+    n = la.shape[1]
+    with np.errstate(invalid="ignore"):
+        fitted = (np.isnan(tr) | (tr >= train_threshold)) if use_train_acc else np.ones(n, bool)
+        low = la[None, :, :] < combo_a[:, None, None]                  # (C, L, n)
+        trap = lk[None, :, :] >= combo_k[:, None, None]
+    gates = np.stack([_norm_gate(table["layer_norm"], r) for r in ratios])   # (R, L, n)
+    rule = combo_r[:, None, None]
+    layer = np.where(rule == 0, low & trap, np.where(rule == 1, low | trap, np.where(rule == 2, trap, low)))
+    return fitted[None, :] & (layer & gates[combo_n]).any(axis=1)
+
+
 def _agreement_grid(table: Mapping[str, np.ndarray], target: np.ndarray, grid_g: np.ndarray,
-                    combo_a: np.ndarray, combo_k: np.ndarray, combo_r: np.ndarray, patience: int,
-                    causal: bool, use_train_acc: bool, train_threshold: float) -> np.ndarray:
+                    anti: np.ndarray, patience: int, causal: bool, use_train_acc: bool,
+                    train_threshold: float) -> np.ndarray:
     """Agreement with ``target`` of every (alpha_grok, anti combo) pair, shape (G, C)."""
-    a, k, tr = table["alpha"], table["n_traps"], table["train_acc"]
+    a, tr = table["alpha"], table["train_acc"]
     n = a.size
     if n < patience:
-        return np.mean(target == 0) * np.ones((grid_g.size, combo_a.size))
+        return np.mean(target == 0) * np.ones((grid_g.size, anti.shape[0]))
     with np.errstate(invalid="ignore"):
         fitted = (np.isnan(tr) | (tr >= train_threshold)) if use_train_acc else np.ones(n, bool)
         grok = fitted[None, :] & (a[None, :] <= grid_g[:, None])
-        low = a[None, :] < combo_a[:, None]
-        trap = k[None, :] >= combo_k[:, None]
-    rule = combo_r[:, None]
-    anti = fitted[None, :] & np.where(rule == 0, low & trap, np.where(rule == 1, low | trap,
-                                                                       np.where(rule == 2, trap, low)))
     lag = 0 if causal else patience - 1
     t_g = _first_streak_many(grok, patience)
     t_a = _first_streak_many(anti, patience)
@@ -691,8 +851,6 @@ class _quiet_nanmean:
     """Silence numpy's 'Mean of empty slice' for all-NaN columns (the NaN is the answer)."""
 
     def __enter__(self) -> None:
-        import warnings
-
         self._ctx = warnings.catch_warnings()
         self._ctx.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
