@@ -130,9 +130,12 @@ def _table(alpha, traps, train=None):
 
 def test_default_rules_follow_the_study_table():
     # The study's phase means (REFERENCES.md, Prakash & Martin Table): mean alpha 4.0 / 2.9 / 1.1,
-    # traps 0 / 0 / >0.
-    feats = _table([6.0, 4.0, 2.9, 1.1], [0, 0, 0, 8], [0.5, 1, 1, 1])
-    assert PhaseClassifier().predict(feats).tolist() == [PRE, PRE, GROK, ANTI]
+    # traps 0 / 0 / >0. The training set is fitted at the third checkpoint (onset base: the median
+    # of 6.0, 4.2, 4.0 = 4.2); 2.9 / 4.2 = 0.69 <= grok_ratio 0.78, 4.0 / 4.2 is not.
+    feats = _table([6.0, 4.2, 4.0, 2.9, 1.1], [0, 0, 0, 0, 8], [0.5, 0.9, 1, 1, 1])
+    assert PhaseClassifier().predict(feats).tolist() == [PRE, PRE, PRE, GROK, ANTI]
+    # the absolute rule with the study's midpoint gives the same labels
+    assert PhaseClassifier(alpha_grok=3.45).predict(feats).tolist() == [PRE, PRE, PRE, GROK, ANTI]
 
 
 def test_weight_decay_control_traps_without_low_alpha_is_not_a_collapse():
@@ -146,7 +149,9 @@ def test_weight_decay_control_traps_without_low_alpha_is_not_a_collapse():
 def test_unfitted_training_set_keeps_pre_grokking():
     feats = _table([3.0, 2.5], [0, 0], [0.5, 0.7])
     assert (PhaseClassifier().predict(feats) == PRE).all()
-    assert (PhaseClassifier(use_train_acc=False).predict(feats) == GROK).all()
+    assert (PhaseClassifier(use_train_acc=False, alpha_grok=3.45).predict(feats) == GROK).all()
+    # relative onset without the training accuracy: the base is the first checkpoint's alpha
+    assert PhaseClassifier(use_train_acc=False).predict(_table([3.0, 2.5, 2.3], [0, 0, 0])).tolist() == [PRE, PRE, GROK]
 
 
 def test_patience_and_causal_mode():
@@ -184,10 +189,14 @@ def test_transition_steps_and_confidence():
     feats = _table([5, 4, 3, 2.5, 1.5, 1.0], [0, 0, 0, 0, 1, 5])
     feats["step"] = [1, 10, 100, 1000, 10000, 100000]
     clf = PhaseClassifier()
+    # no training accuracy: the onset base is the first checkpoint's alpha, 5 -> limit 0.78 * 5 = 3.9
     assert clf.transition_steps(feats) == {GROK: 100, ANTI: 10000}
+    assert PhaseClassifier(alpha_grok=3.45).transition_steps(feats) == {GROK: 100, ANTI: 10000}
     conf = clf.confidence(feats)
-    # margins in alpha_scale units (0.25): alpha 5 vs alpha_grok 3.45 -> 6.2 -> logistic ~0.998
-    np.testing.assert_allclose(conf[0], 1 / (1 + np.exp(-(5 - 3.45) / 0.25)))
+    # margins in alpha_scale units (0.25): alpha 5 vs the onset limit 3.9 -> 4.4 -> logistic(4.4)
+    np.testing.assert_allclose(conf[0], 1 / (1 + np.exp(-(5 - 3.9) / 0.25)))
+    np.testing.assert_allclose(PhaseClassifier(alpha_grok=3.45).confidence(feats)[0],
+                               1 / (1 + np.exp(-(5 - 3.45) / 0.25)))
     # anti with rule "both": min((2 - 1.0)/0.25, 5 - 0.5) = 4 -> logistic(4)
     np.testing.assert_allclose(conf[-1], 1 / (1 + np.exp(-4.0)))
     assert clf.transition_steps(_table([5, 5], [0, 0])) == {GROK: None, ANTI: None}
@@ -292,7 +301,7 @@ def test_classifier_reads_a_trajectory_and_skips_the_small_head():
     reports = [_Report([_Layer("fc1", (200, 784), a, 0 if j < 2 else 3), _Layer("fc2", (200, 200), b, 0 if j < 2 else 1),
                         _Layer("fc3", (10, 200), c, 9)]) for j, (a, b, c) in enumerate(zip(fc1, fc2, head))]
     traj = Trajectory(steps=[0, 10, 100], reports=reports, metrics={"train_acc": [0.5, 1.0, 1.0]})
-    clf = PhaseClassifier()
+    clf = PhaseClassifier(alpha_grok=3.45)
     table = clf.features(traj)
     np.testing.assert_allclose(table["alpha"], [4.0, 2.9, 1.25])  # mean of fc1, fc2
     np.testing.assert_allclose(table["n_traps"], [0, 0, 4])
@@ -432,3 +441,45 @@ def test_trajectory_with_uncentred_traps_warns():
     traj = Trajectory(steps=[0], reports=reports, metrics={})
     with pytest.warns(UserWarning, match="uncentred shuffled weights"):
         PhaseClassifier().features(traj)
+
+
+def test_fit_params_restricts_the_search():
+    rng = np.random.default_rng(1)
+    runs, labels = [], []
+    for _ in range(3):
+        alpha = np.sort(rng.uniform(2.2, 6.0, 40))[::-1]
+        traps = np.zeros(40)
+        traps[32:] = 3
+        lab = np.where(alpha <= 4.0, GROK, PRE).astype(object)
+        lab[32:] = ANTI
+        runs.append(_table(alpha, traps, np.ones(40)))
+        labels.append(lab.astype(str))
+    clf = PhaseClassifier(alpha_grok=3.0, anti_rule="traps", min_traps=2).fit(runs, labels, params=["alpha_grok"])
+    th = clf.thresholds_
+    assert {k: th[k] for k in ("grok_ratio", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience")} == {
+        "grok_ratio": 0.78, "alpha_anti": 2.0, "min_traps": 2, "anti_rule": "traps", "norm_ratio": 1.0, "patience": 1}
+    assert 3.9 < th["alpha_grok"] < 4.1
+    assert clf.train_agreement_ == 1.0  # the onset threshold alone explains these labels
+    for bad, exc in ((["alpha"], ValueError), ([], ValueError), ("alpha_grok", TypeError)):
+        with pytest.raises(exc, match="params must be"):
+            PhaseClassifier().fit(runs, labels, params=bad)
+
+
+def test_relative_onset_is_scale_free_and_fit_recovers_the_ratio():
+    # Runs whose grokking label starts where the mean alpha falls to 70% of its value at fitting
+    # time, at three different absolute alpha levels: one grok_ratio explains all of them, no
+    # single absolute alpha_grok can.
+    runs, labels = [], []
+    for level in (3.0, 5.0, 8.0):
+        alpha = level * np.linspace(1.0, 0.5, 30)
+        train = np.where(np.arange(30) < 4, 0.5, 1.0)
+        base = np.median(alpha[2:5])
+        lab = np.where((train >= 0.99) & (alpha <= 0.7 * base), GROK, PRE)
+        runs.append(_table(alpha, np.zeros(30), train))
+        labels.append(lab)
+    rel = PhaseClassifier().fit(runs, labels, params=["grok_ratio"])
+    assert rel.train_agreement_ == 1.0 and 0.6 < rel.thresholds_["grok_ratio"] <= 0.71
+    ab = PhaseClassifier(alpha_grok=3.0).fit(runs, labels, params=["alpha_grok"])
+    assert ab.train_agreement_ < 1.0
+    with pytest.raises(ValueError, match="grok_ratio must be in"):
+        PhaseClassifier(grok_ratio=1.5).predict(runs[0])

@@ -199,9 +199,9 @@ def phase_agreement(predicted: Any, reference: Any) -> float:
 
 # ----------------------------------------------------------------------------- classifier
 _ANTI_RULES = ("both", "either", "traps", "alpha")
-_PARAM_NAMES = ("causal", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience",
+_PARAM_NAMES = ("causal", "grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience",
                 "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
-_FITTED = ("alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience")
+_FITTED = ("grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience")
 #: Per-layer feature keys of a feature table, each of shape (n_layers, n_checkpoints).
 LAYER_FEATURES: tuple[str, ...] = ("layer_alpha", "layer_n_traps", "layer_norm")
 
@@ -248,7 +248,13 @@ class PhaseClassifier:
     Rules (HTSR theory, Prakash & Martin 2025 and Omnigrok; docs/phases.md). A run starts
     pre-grokking. It is *grokking* once the training set is fitted
     (``train_acc >= train_threshold``, when known) and the mean alpha of the analysed
-    layers is at most ``alpha_grok``. It is *anti-grokking* once the training set is fitted
+    layers has fallen to ``grok_ratio`` times its value when the training set was first
+    fitted (the median of that checkpoint and the two before it): the layers have left
+    the random-like spectrum of memorisation for the heavier tail of learned features.
+    The study's mean alpha falls from 4.0 (pre-grokking) to 2.9 (grokking), a ratio of
+    0.73; the fast preset's onset is calibrated below. A relative rule does not depend on
+    the absolute alpha levels of a model or recipe; ``alpha_grok`` sets an absolute
+    threshold instead. It is *anti-grokking* once the training set is fitted
     and some analysed layer shows the over-fitting signature at once:
 
     - its anti rule holds: ``"both"`` (default) ``n_traps >= min_traps`` and
@@ -275,9 +281,15 @@ class PhaseClassifier:
     ----------
     causal : bool, default False
         Label each checkpoint from the checkpoints up to it only.
-    alpha_grok : float, default 3.45
-        Mean alpha at or below which a fitted run is grokking (midpoint of the study's
-        pre-grokking 4.0 and grokking 2.9).
+    grok_ratio : float, default 0.78
+        Grokking starts when the mean alpha is at most this fraction of its value when the
+        training set was first fitted. 0.78 lies in the best interval (about 0.77-0.79) on
+        the three seed-0 ``fast``-preset tuning runs (docs/phases.md); the study's phase
+        means give 2.9 / 4.0 = 0.73.
+    alpha_grok : float or None, default None
+        An absolute mean alpha at or below which a fitted run is grokking, used instead of
+        ``grok_ratio`` when set (e.g. 3.45, the midpoint of the study's pre-grokking 4.0
+        and grokking 2.9).
     alpha_anti : float, default 2.0
         Layer alpha below which a layer is over-fit (HTSR: alpha < 2; the study's midpoint
         of grokking 2.9 and anti-grokking 1.1 is also 2.0).
@@ -320,12 +332,14 @@ class PhaseClassifier:
     ['pre-grokking', 'pre-grokking', 'grokking', 'grokking', 'anti-grokking']
     """
 
-    def __init__(self, *, causal: bool = False, alpha_grok: float = 3.45, alpha_anti: float = 2.0,
+    def __init__(self, *, causal: bool = False, grok_ratio: float = 0.78, alpha_grok: float | None = None,
+                 alpha_anti: float = 2.0,
                  min_traps: int = 1, anti_rule: str = "both", norm_ratio: float | None = 1.0,
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
                  layers: str | Sequence[str] = "auto", min_layer_dim: int = 50,
                  alpha_scale: float = 0.25) -> None:
         self.causal = causal
+        self.grok_ratio = grok_ratio
         self.alpha_grok = alpha_grok
         self.alpha_anti = alpha_anti
         self.min_traps = min_traps
@@ -372,9 +386,14 @@ class PhaseClassifier:
                 raise TypeError(f"{name} must be True or False; got {p[name]!r}.")
         for name in ("alpha_grok", "alpha_anti", "alpha_scale"):
             v = p[name]
+            if name == "alpha_grok" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a positive finite number; got {v!r}.")
-        if p["alpha_anti"] > p["alpha_grok"]:
+        g = p["grok_ratio"]
+        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not (0 < g <= 1):
+            raise ValueError(f"grok_ratio must be in (0, 1] (alpha falls as a run groks); got {g!r}.")
+        if p["alpha_grok"] is not None and p["alpha_anti"] > p["alpha_grok"]:
             raise ValueError(f"alpha_anti must not exceed alpha_grok (alpha falls through the phases); "
                              f"got alpha_anti={p['alpha_anti']!r} > alpha_grok={p['alpha_grok']!r}.")
         r = p["norm_ratio"]
@@ -537,7 +556,8 @@ class PhaseClassifier:
             trap = lk >= rules["min_traps"]
             layer = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
             layer &= _norm_gate(table["layer_norm"], rules["norm_ratio"])
-            return fitted & (a <= rules["alpha_grok"]), fitted & layer.any(axis=0)
+            limit = _grok_limit(a, fitted, rules)
+            return fitted & (a <= limit), fitted & layer.any(axis=0)
 
     @staticmethod
     def _segment(grok: np.ndarray, anti: np.ndarray, patience: int, causal: bool) -> np.ndarray:
@@ -598,7 +618,8 @@ class PhaseClassifier:
         a, tr = table["alpha"], table["train_acc"]
         s = float(self.alpha_scale)
         with np.errstate(invalid="ignore"):
-            m_grok = (rules["alpha_grok"] - a) / s          # > 0: alpha says "past pre-grokking"
+            fitted = (np.isnan(tr) | (tr >= self.train_threshold)) if self.use_train_acc else np.ones(a.size, bool)
+            m_grok = (_grok_limit(a, fitted, rules) - a) / s    # > 0: alpha says "past pre-grokking"
             m_low = (rules["alpha_anti"] - table["layer_alpha"]) / s    # > 0: the layer's alpha says over-fit
             m_trap = table["layer_n_traps"] - (rules["min_traps"] - 0.5)  # > 0: traps present
             m_layer = {"both": np.minimum(m_low, m_trap), "either": np.maximum(m_low, m_trap),
@@ -657,15 +678,21 @@ class PhaseClassifier:
         return label, conf
 
     # -- calibration ----------------------------------------------------------------------
-    def fit(self, trajectories: Iterable[Any], labels: Iterable[Any], *, in_time: bool = True) -> "PhaseClassifier":
+    def fit(self, trajectories: Iterable[Any], labels: Iterable[Any], *, params: Sequence[str] | None = None,
+            in_time: bool = True) -> "PhaseClassifier":
         """Calibrate the thresholds on labelled runs.
 
-        Exhaustive search over ``alpha_grok`` and ``alpha_anti`` (midpoints of the observed
-        mean and layer alphas, at most 120 each, plus the current values), ``min_traps``
+        Exhaustive search over the onset threshold (``grok_ratio``, or ``alpha_grok`` when it
+        is set: midpoints of the observed alpha ratios or mean alphas) and ``alpha_anti``
+        (midpoints of the observed layer alphas; at most 120 candidates each, plus the
+        current values), ``min_traps``
         (1, 2, 3, 5, 8), the four anti rules, ``norm_ratio`` (None, 1.0, 1.25, 1.5 and the
         current value) and ``patience`` (1, 2, 3), maximising the mean per-run agreement of
         :meth:`predict` (in this classifier's ``causal`` mode) with ``labels``. Ties go to
-        the candidate closest to the current values.
+        the candidate closest to the current values. ``params`` restricts the search to some
+        thresholds, the others staying at their current values: a labelled set with one or
+        two collapses says little about the anti-grokking thresholds, and
+        ``params=["grok_ratio"]`` calibrates the grokking onset only.
 
         Agreement alone rewards an alarm that fires as late as possible (at the labelled
         collapse, or after it on the next run). With ``in_time=True`` (default) only
@@ -679,6 +706,10 @@ class PhaseClassifier:
         labels : sequence of array_like of str
             One label per checkpoint of each trajectory, e.g. from
             :func:`phases_from_accuracy`.
+        params : sequence of str, optional
+            The thresholds to search, among ``grok_ratio`` (or ``alpha_grok`` when it is
+            set), ``alpha_anti``, ``min_traps``, ``anti_rule``, ``norm_ratio``,
+            ``patience``. Default: all of them.
         in_time : bool, default True
             Constrain the search to alarms that are in time on every labelled run.
 
@@ -686,9 +717,18 @@ class PhaseClassifier:
         -------
         self
         """
-        params = self._validated()
         if not isinstance(in_time, (bool, np.bool_)):
             raise TypeError(f"in_time must be True or False; got {in_time!r}.")
+        if params is None:
+            search = set(_FITTED)
+        else:
+            if isinstance(params, str) or not all(isinstance(x, str) for x in params):
+                raise TypeError(f"params must be a list of threshold names such as ['grok_ratio']; got {params!r}.")
+            unknown = sorted(set(params) - set(_FITTED))
+            if unknown or not params:
+                raise ValueError(f"params must be a non-empty list drawn from {list(_FITTED)}; got {list(params)!r}.")
+            search = set(params)
+        params = self._validated()
         trajectories, labels = list(trajectories), list(labels)
         if not trajectories:
             raise ValueError("trajectories must hold at least one labelled run; got none.")
@@ -707,12 +747,28 @@ class PhaseClassifier:
                 raise ValueError(f"labels[{i}] must only hold {PHASES}; got {bad}.")
             tables.append(table)
             targets.append(np.array([_RANK[x] for x in lab]))
-        grid_g = _grid(np.concatenate([t["alpha"] for t in tables]), params["alpha_grok"])
-        grid_a = _grid(np.concatenate([t["layer_alpha"].ravel() for t in tables]), params["alpha_anti"])
-        ratios: list[float | None] = [None, 1.0, 1.25, 1.5]
+        absolute = params["alpha_grok"] is not None
+        onset_name = "alpha_grok" if absolute else "grok_ratio"
+        fitted_masks = [(np.isnan(t["train_acc"]) | (t["train_acc"] >= self.train_threshold)) if self.use_train_acc
+                        else np.ones(t["alpha"].size, bool) for t in tables]
+        if absolute:
+            observed = np.concatenate([t["alpha"] for t in tables])
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                observed = np.concatenate([t["alpha"][f] / _onset_base(t["alpha"], f)
+                                           for t, f in zip(tables, fitted_masks)])
+            observed = observed[(observed > 0) & (observed <= 1)]
+        current_g = float(params[onset_name])
+        grid_g = _grid(observed, current_g) if onset_name in search else np.array([current_g])
+        grid_a = (_grid(np.concatenate([t["layer_alpha"].ravel() for t in tables]), params["alpha_anti"])
+                  if "alpha_anti" in search else np.array([float(params["alpha_anti"])]))
+        ratios: list[float | None] = [None, 1.0, 1.25, 1.5] if "norm_ratio" in search else []
         if params["norm_ratio"] not in ratios:
-            ratios.append(float(params["norm_ratio"]))
-        combos = [(a, k, rule, r) for r in ratios for rule in _ANTI_RULES for k in (1, 2, 3, 5, 8) for a in grid_a]
+            ratios.append(None if params["norm_ratio"] is None else float(params["norm_ratio"]))
+        traps_grid = (1, 2, 3, 5, 8) if "min_traps" in search else (int(params["min_traps"]),)
+        rules_grid = _ANTI_RULES if "anti_rule" in search else (params["anti_rule"],)
+        patience_grid = (1, 2, 3) if "patience" in search else (int(params["patience"]),)
+        combos = [(a, k, rule, r) for r in ratios for rule in rules_grid for k in traps_grid for a in grid_a]
         combo_a = np.array([c[0] for c in combos])
         combo_k = np.array([c[1] for c in combos], dtype=float)
         combo_r = np.array([_ANTI_RULES.index(c[2]) for c in combos])
@@ -727,27 +783,31 @@ class PhaseClassifier:
         best, best_key = None, None
         constrained = bool(in_time)
         if constrained:
-            feasible = [np.ones(len(combos), dtype=bool) for _ in (1, 2, 3)]
+            feasible = [np.ones(len(combos), dtype=bool) for _ in patience_grid]
             for target, anti in zip(targets, anti_ev):
                 hit = np.flatnonzero(target == 2)
                 first_ref = int(hit[0]) if hit.size else target.size
-                for pi, p in enumerate((1, 2, 3)):
+                for pi, p in enumerate(patience_grid):
                     t_a = _first_streak_many(anti, p) if target.size >= p else np.full(len(combos), target.size)
                     feasible[pi] &= (t_a <= first_ref) if hit.size else (t_a >= target.size)
             if not any(f.any() for f in feasible):
                 warnings.warn("fit(in_time=True): no candidate flags every labelled collapse in time without a "
                               "false alarm; fitting on agreement alone.", UserWarning, stacklevel=2)
                 constrained = False
-        for pi, p in enumerate((1, 2, 3)):
+        for pi, p in enumerate(patience_grid):
             score = np.zeros((grid_g.size, len(combos)))
-            for table, target, anti in zip(tables, targets, anti_ev):
-                score += _agreement_grid(table, target, grid_g, anti, p, causal, self.use_train_acc,
-                                         self.train_threshold)
+            for table, target, anti, fit_mask in zip(tables, targets, anti_ev, fitted_masks):
+                a = table["alpha"]
+                limit = grid_g if absolute else grid_g * _onset_base(a, fit_mask)
+                with np.errstate(invalid="ignore"):
+                    grok = fit_mask[None, :] & (a[None, :] <= limit[:, None])
+                score += _agreement_grid(target, grok, anti, p, causal)
             score /= len(tables)
-            score[grid_g[:, None] < combo_a[None, :]] = -1.0  # alpha_anti must not exceed alpha_grok
+            if absolute:
+                score[grid_g[:, None] < combo_a[None, :]] = -1.0  # alpha_anti must not exceed alpha_grok
             if constrained:
                 score[:, ~feasible[pi]] = -2.0
-            dist = (np.abs(grid_g - params["alpha_grok"])[:, None] + np.abs(combo_a - params["alpha_anti"])[None, :]
+            dist = (np.abs(grid_g - current_g)[:, None] * (1.0 if absolute else 10.0) + np.abs(combo_a - params["alpha_anti"])[None, :]
                     + (np.abs(combo_k - params["min_traps"]) / 4)[None, :]
                     + (combo_r != _ANTI_RULES.index(params["anti_rule"]))[None, :]
                     + ratio_dist[combo_n][None, :] + abs(p - params["patience"]) / 2)
@@ -758,7 +818,8 @@ class PhaseClassifier:
             key = (float(top), -float(dist[i, j]))
             if best_key is None or key > best_key:
                 best_key = key
-                best = {"alpha_grok": float(grid_g[i]), "alpha_anti": float(combos[j][0]),
+                best = {"grok_ratio": float(params["grok_ratio"]) if absolute else float(grid_g[i]),
+                        "alpha_grok": float(grid_g[i]) if absolute else None, "alpha_anti": float(combos[j][0]),
                         "min_traps": int(combos[j][1]), "anti_rule": combos[j][2], "norm_ratio": combos[j][3],
                         "patience": p}
         assert best is not None
@@ -768,6 +829,23 @@ class PhaseClassifier:
         logger.info("PhaseClassifier fitted on %d runs: %s (agreement %.3f)", self.n_runs_,
                     self.thresholds_, self.train_agreement_)
         return self
+
+
+def _onset_base(alpha: np.ndarray, fitted: np.ndarray) -> float:
+    """Mean alpha when the training set was first fitted: the median of that checkpoint and the two before it."""
+    hit = np.flatnonzero(fitted)
+    if hit.size == 0:
+        return math.nan
+    window = alpha[max(0, int(hit[0]) - 2): int(hit[0]) + 1]
+    window = window[np.isfinite(window)]
+    return float(np.median(window)) if window.size else math.nan
+
+
+def _grok_limit(alpha: np.ndarray, fitted: np.ndarray, rules: Mapping[str, Any]) -> float:
+    """The mean alpha at or below which a fitted checkpoint is grokking (absolute, or relative to the onset base)."""
+    if rules.get("alpha_grok") is not None:
+        return float(rules["alpha_grok"])
+    return float(rules["grok_ratio"]) * _onset_base(alpha, fitted)
 
 
 def _feature_or_nan(trajectory: Any, name: str, layer: str) -> np.ndarray:
@@ -825,17 +903,15 @@ def _anti_grid(table: Mapping[str, np.ndarray], combo_a: np.ndarray, combo_k: np
     return fitted[None, :] & (layer & gates[combo_n]).any(axis=1)
 
 
-def _agreement_grid(table: Mapping[str, np.ndarray], target: np.ndarray, grid_g: np.ndarray,
-                    anti: np.ndarray, patience: int, causal: bool, use_train_acc: bool,
-                    train_threshold: float) -> np.ndarray:
-    """Agreement with ``target`` of every (alpha_grok, anti combo) pair, shape (G, C)."""
-    a, tr = table["alpha"], table["train_acc"]
-    n = a.size
+def _agreement_grid(target: np.ndarray, grok: np.ndarray, anti: np.ndarray, patience: int,
+                    causal: bool) -> np.ndarray:
+    """Agreement with ``target`` of every (onset candidate, anti combo) pair, shape (G, C).
+
+    ``grok`` (G, n) and ``anti`` (C, n) are the per-checkpoint evidence of each candidate.
+    """
+    n = target.size
     if n < patience:
-        return np.mean(target == 0) * np.ones((grid_g.size, anti.shape[0]))
-    with np.errstate(invalid="ignore"):
-        fitted = (np.isnan(tr) | (tr >= train_threshold)) if use_train_acc else np.ones(n, bool)
-        grok = fitted[None, :] & (a[None, :] <= grid_g[:, None])
+        return np.mean(target == 0) * np.ones((grok.shape[0], anti.shape[0]))
     lag = 0 if causal else patience - 1
     t_g = _first_streak_many(grok, patience)
     t_a = _first_streak_many(anti, patience)
