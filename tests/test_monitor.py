@@ -77,7 +77,7 @@ def test_monitor_record_equals_analyze_with_the_same_stream():
     _train(model, mon, 6)
     rec = mon.history[-1]
     rng = np.random.default_rng(np.random.SeedSequence(7, spawn_key=(5,)).spawn(2)[0])
-    direct = analyze_module.analyze(model, randomize=True, ks=False, rng=rng)
+    direct = analyze_module.analyze(model, randomize=True, ks=False, rng=rng, center_traps=True)
     assert json.dumps(direct.to_dict(), sort_keys=True) == json.dumps(rec.report.to_dict(), sort_keys=True)
     fc = rec.report.layers[0]
     assert rec.layer_alpha[fc.name] == fc.alpha and rec.layer_traps[fc.name] == fc.n_traps

@@ -42,6 +42,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ROOT = HERE.parents[1]
+#: Columns of the committed per-run trajectory tables (the full trajectory is cached as JSON under runs/).
+TABLE_COLUMNS = ("step", "name", "N", "M", "alpha", "alpha_std", "xmin", "n_tail", "lambda_max", "frobenius_norm",
+                 "stable_rank", "n_traps", "trap_threshold", "sigma_mp", "ks_statistic", "ks_pvalue", "status",
+                 "train_acc", "test_acc", "train_loss", "test_loss", "l2_norm")
 
 
 def first_drop_step(steps: np.ndarray, test_acc: np.ndarray, drop: float = 0.05) -> int | None:
@@ -90,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {entry['name']}: only reached step {traj.steps[-1]}, skipped", flush=True)
             continue
         (RESULTS / "trajectories").mkdir(parents=True, exist_ok=True)
-        traj.to_csv(RESULTS / "trajectories" / f"{entry['name']}.csv")
+        frame = traj.to_frame()
+        frame[[c for c in TABLE_COLUMNS if c in frame.columns]].to_csv(
+            RESULTS / "trajectories" / f"{entry['name']}.csv", index=False)
         truth = phases_from_accuracy(traj.steps, traj.metrics["train_acc"], traj.metrics["test_acc"])
         runs.append((entry, traj, truth))
 

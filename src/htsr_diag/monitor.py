@@ -330,9 +330,10 @@ class Monitor:
         if phase != previous and not (previous is None and phase == "pre-grokking"):
             if phase == "anti-grokking" and self.alarm_step is None:
                 self.alarm_step = step
-                logger.warning("anti-grokking began at step %d: mean alpha %.2f, %g correlation trap(s); "
-                               "the model has started to over-fit (test accuracy is likely falling).",
-                               step, record.alpha, record.n_traps)
+                layers = ", ".join(f"{k}: alpha {v:.2f}, {record.layer_traps.get(k, float('nan')):g} trap(s)"
+                                   for k, v in record.layer_alpha.items())
+                logger.warning("anti-grokking began at step %d (%s); the model has started to over-fit "
+                               "(test accuracy is likely falling).", step, layers)
             else:
                 logger.info("step %d: phase %s -> %s", step, previous, phase)
             if self.on_phase_change is not None:

@@ -412,8 +412,9 @@ def _spectral_figures(run_dir: Path | None, trajectory: Any, reps: dict[str, int
             ev = esd(W)
             plot_esd(ev, fit=layer_alpha(ev), ax=ax_e[r, c], title=title)
             ax_e[r, c].legend(fontsize=7)
-            shuffled = randomized_esd(W, rng=layer_stream(rng, step, name))
-            traps = correlation_traps(W, rng=layer_stream(rng, step, name))
+            center = bool(getattr(trajectory.reports[i], "center_traps", False))
+            shuffled = randomized_esd(W, rng=layer_stream(rng, step, name), center=center)
+            traps = correlation_traps(W, rng=layer_stream(rng, step, name), center=center)
             scale = traps.scale if math.isfinite(traps.scale) and traps.scale > 0 else float(np.mean(shuffled))
             plot_shuffled_esd(shuffled / scale, q=traps.q, sigma=traps.sigma, edge=traps.bulk_edge / scale,
                               threshold=traps.threshold / scale, n_traps=traps.n_traps, ax=ax_s[r, c],
