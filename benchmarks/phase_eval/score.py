@@ -21,7 +21,8 @@ then applied unchanged to every run.
 
 The reference is ``phases_from_accuracy`` with its defaults (it reads the test accuracy; no
 classifier does). ``collapse`` is the first checkpoint whose test accuracy is 5 points below
-its peak; ``flag`` the first checkpoint labelled anti-grokking; ``in time`` means flag <=
+its peak while the training accuracy is still >= 0.99 (``score.csv`` also lists the first
+5-point drop ignoring the training accuracy); ``flag`` the first checkpoint labelled anti-grokking; ``in time`` means flag <=
 collapse; a ``false collapse`` is a flag in a run without a collapse.
 
 Writes ``results/score.md``, ``results/score.csv``, ``results/fitted_v2.json`` and each run's
@@ -48,10 +49,19 @@ TABLE_COLUMNS = ("step", "name", "N", "M", "alpha", "alpha_std", "xmin", "n_tail
                  "train_acc", "test_acc", "train_loss", "test_loss", "l2_norm")
 
 
-def first_drop_step(steps: np.ndarray, test_acc: np.ndarray, drop: float = 0.05) -> int | None:
-    """First checkpoint after the test-accuracy peak that is ``drop`` or more below it (None if none)."""
+def first_drop_step(steps: np.ndarray, test_acc: np.ndarray, train_acc: np.ndarray | None = None,
+                    drop: float = 0.05, train_threshold: float = 0.99) -> int | None:
+    """First checkpoint after the test-accuracy peak that is ``drop`` or more below it (None if none).
+
+    With ``train_acc``, only checkpoints whose training accuracy is still >= ``train_threshold``
+    count (anti-grokking is a fall of the test accuracy *while the training set stays fitted*,
+    as in ``phases_from_accuracy``); a transient training instability is not a collapse.
+    """
     i_peak = int(np.argmax(test_acc))
-    hit = np.flatnonzero(test_acc[i_peak + 1:] <= test_acc[i_peak] - drop)
+    ok = test_acc[i_peak + 1:] <= test_acc[i_peak] - drop
+    if train_acc is not None:
+        ok &= train_acc[i_peak + 1:] >= train_threshold
+    hit = np.flatnonzero(ok)
     return None if hit.size == 0 else int(steps[i_peak + 1 + hit[0]])
 
 
@@ -113,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     for entry, traj, truth in runs:
         steps = traj.steps
         test = traj.metrics["test_acc"]
-        drop = first_drop_step(steps, test)
+        drop = first_drop_step(steps, test, traj.metrics["train_acc"])
+        raw_drop = first_drop_step(steps, test)
         for cname, clf in classifiers.items():
             pred = clf.predict(traj)
             flag = clf.transition_steps(traj)[ANTI]
@@ -127,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 "predicted_counts": "/".join(str(int(np.sum(pred == p))) for p in PHASES),
                 "agreement": round(phase_agreement(pred, truth), 4),
                 "peak_test_acc": round(float(test.max()), 4), "final_test_acc": round(float(test[-1]), 4),
-                "collapse_step": drop, "flag_step": flag,
+                "collapse_step": drop, "drop_ignoring_train_acc": raw_drop, "flag_step": flag,
                 "in_time": None if drop is None else (flag is not None and flag <= drop),
                 "checkpoints_early": early,
                 "false_collapse": drop is None and flag is not None,
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# PhaseClassifier vs phases_from_accuracy on full-length runs", "",
              f"Reproduce: `.venv/bin/python benchmarks/phase_eval/score.py` (manifest `{Path(args.manifest).name}`).", "",
              f"Fitted thresholds (tuning runs only): `{json.dumps(fitted)}`", "",
-             "Counts are pre/grok/anti checkpoints. `collapse`: first checkpoint 5 points below the test peak; "
+             "Counts are pre/grok/anti checkpoints. `collapse`: first checkpoint 5 points below the test peak with training accuracy >= 0.99; "
              "`flag`: first anti-grokking label; `early`: checkpoints between flag and collapse.", "",
              "| run | role | seed | lr | wd | peak -> final test | reference | classifier | predicted | agreement | collapse | flag | in time | early | false collapse |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
