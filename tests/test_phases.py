@@ -139,11 +139,14 @@ def test_default_rules_follow_the_study_table():
 
 
 def test_weight_decay_control_traps_without_low_alpha_is_not_a_collapse():
-    # The WD 0.01 control has traps (FC1: 2, FC2: 1) but no collapse; with the default rule "both",
-    # traps at alpha above 2 do not flag anti-grokking.
-    feats = _table([4.5, 3.0, 2.7, 2.6], [0, 0, 3, 3], [1, 1, 1, 1])
-    assert ANTI not in PhaseClassifier().predict(feats)
-    assert PhaseClassifier(anti_rule="traps").predict(feats)[-1] == ANTI
+    # The WD 0.01 control has traps (study: FC1 2, FC2 1) but no collapse. Its layers shrink below
+    # their initial norm under weight decay, so the norm gate keeps the default rule ("either":
+    # alpha < 2 or >= 2 traps) quiet; the v2 rule "both" needs alpha < 2 as well.
+    shrinking = _layered([[4.5, 3.0, 2.7, 2.6]], [[0, 0, 3, 3]], [[60.0, 50.0, 45.0, 40.0]], [1, 1, 1, 1])
+    assert ANTI not in PhaseClassifier().predict(shrinking)
+    feats = _table([4.5, 3.0, 2.7, 2.6], [0, 0, 3, 3], [1, 1, 1, 1])  # no norms known: no gate
+    assert PhaseClassifier().predict(feats)[-1] == ANTI
+    assert ANTI not in PhaseClassifier(anti_rule="both", min_traps=1).predict(feats)
 
 
 def test_unfitted_training_set_keeps_pre_grokking():
@@ -192,13 +195,19 @@ def test_transition_steps_and_confidence():
     # no training accuracy: the onset base is the first checkpoint's alpha, 5 -> limit 0.78 * 5 = 3.9
     assert clf.transition_steps(feats) == {GROK: 100, ANTI: 10000}
     assert PhaseClassifier(alpha_grok=3.45).transition_steps(feats) == {GROK: 100, ANTI: 10000}
-    conf = clf.confidence(feats)
+    v2 = PhaseClassifier(anti_rule="both", min_traps=1)
+    conf = v2.confidence(feats)
     # margins in alpha_scale units (0.25): alpha 5 vs the onset limit 3.9 -> 4.4 -> logistic(4.4)
     np.testing.assert_allclose(conf[0], 1 / (1 + np.exp(-(5 - 3.9) / 0.25)))
-    np.testing.assert_allclose(PhaseClassifier(alpha_grok=3.45).confidence(feats)[0],
+    np.testing.assert_allclose(PhaseClassifier(alpha_grok=3.45, anti_rule="both", min_traps=1).confidence(feats)[0],
                                1 / (1 + np.exp(-(5 - 3.45) / 0.25)))
     # anti with rule "both": min((2 - 1.0)/0.25, 5 - 0.5) = 4 -> logistic(4)
     np.testing.assert_allclose(conf[-1], 1 / (1 + np.exp(-4.0)))
+    # default rule "either" with 2 traps: at step 1 the anti margin is max(-12, 0 - 1.5) = -1.5, so
+    # pre-grokking holds by min(4.4, 1.5); at the end max(4, 5 - 1.5) = 4
+    d = clf.confidence(feats)
+    np.testing.assert_allclose(d[0], 1 / (1 + np.exp(-1.5)))
+    np.testing.assert_allclose(d[-1], 1 / (1 + np.exp(-4.0)))
     assert clf.transition_steps(_table([5, 5], [0, 0])) == {GROK: None, ANTI: None}
 
 
@@ -306,7 +315,9 @@ def test_classifier_reads_a_trajectory_and_skips_the_small_head():
     np.testing.assert_allclose(table["alpha"], [4.0, 2.9, 1.25])  # mean of fc1, fc2
     np.testing.assert_allclose(table["n_traps"], [0, 0, 4])
     assert clf.predict(traj).tolist() == [PRE, GROK, ANTI]
-    assert PhaseClassifier(layers=["fc3"]).predict(traj).tolist() == [PRE, PRE, PRE]
+    # only the head (alpha 50, 9 traps): traps alone make it anti-grokking under the default "either"
+    assert PhaseClassifier(layers=["fc3"]).predict(traj).tolist() == [PRE, ANTI, ANTI]
+    assert PhaseClassifier(layers=["fc3"], anti_rule="both").predict(traj).tolist() == [PRE, PRE, PRE]
     assert clf.report_features(reports[2], train_acc=1.0) == {
         "alpha": 1.25, "n_traps": 4.0, "train_acc": 1.0, "layer_alpha": [1.5, 1.0], "layer_n_traps": [3.0, 1.0],
         "layer_norm": [1.0, 1.0]}
@@ -351,9 +362,9 @@ def _layered(alpha_l, traps_l, norm_l, train=None):
 def test_one_over_fit_layer_is_enough():
     # FC1 alpha 1.8 with 2 traps while FC2 stays at 3.4 (what the fast-preset collapse looks like,
     # docs/phases.md): the mean alpha is 2.6, which the old mean rule never called anti-grokking.
-    t = _layered([[6.0, 3.0, 1.8], [6.0, 3.4, 3.4]], [[0, 0, 2], [0, 0, 0]], [[1, 1.2, 1.5], [1, 1, 1]])
+    t = _layered([[6.0, 3.0, 1.8], [6.0, 3.4, 3.4]], [[0, 0, 1], [0, 0, 0]], [[1, 1.2, 1.5], [1, 1, 1]])
     assert PhaseClassifier().predict(t).tolist() == [PRE, GROK, ANTI]
-    # the same totals presented as a single pseudo-layer do not trigger (mean alpha 2.6 >= 2)
+    # the same totals presented as a single pseudo-layer do not trigger (mean alpha 2.6 >= 2, 1 trap)
     assert PhaseClassifier().predict(_table(t["alpha"], t["n_traps"])).tolist() == [PRE, GROK, GROK]
 
 
@@ -470,7 +481,7 @@ def test_relative_onset_is_scale_free_and_fit_recovers_the_ratio():
     # time, at three different absolute alpha levels: one grok_ratio explains all of them, no
     # single absolute alpha_grok can.
     runs, labels = [], []
-    for level in (3.0, 5.0, 8.0):
+    for level in (4.0, 5.0, 8.0):  # alpha never below 2: no anti-grokking signal
         alpha = level * np.linspace(1.0, 0.5, 30)
         train = np.where(np.arange(30) < 4, 0.5, 1.0)
         base = np.median(alpha[2:5])

@@ -10,13 +10,15 @@ Every run in the manifest was trained with::
 
 (100,000 steps, 20 checkpoints per decade: 91 checkpoints). Each run is analysed exactly as a
 user would (``analyze_checkpoints(DIR, rng=0)``: centred traps, the library's defaults) and
-labelled by three classifiers, all in causal mode (each label uses only the checkpoints up
+labelled by four classifiers, all in causal mode (each label uses only the checkpoints up
 to it; with patience 1 the offline labels are the same):
 
-- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults;
+- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v3: anti rule
+  "either", 2 traps; adopted by the rule written in ``v3_preregistration.md``);
 - ``fitted-onset``: ``.fit(..., params=["grok_ratio"])`` on the runs whose role is ``tuning``
   (seed 0) only: the grokking-onset threshold calibrated, the anti-grokking rule as in theory;
 - ``fitted-all``: ``.fit(...)`` of every threshold on the same tuning runs;
+- ``v2``: the previous default (anti rule "both", 1 trap), frozen at commit 360ae1e;
 then applied unchanged to every run.
 
 The reference is ``phases_from_accuracy`` with its defaults (it reads the test accuracy; no
@@ -116,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         xs, ys = [t for t, _ in tuning], [y for _, y in tuning]
         classifiers["fitted-onset"] = PhaseClassifier(causal=True).fit(xs, ys, params=["grok_ratio"])
         classifiers["fitted-all"] = PhaseClassifier(causal=True).fit(xs, ys)
-    # the v3 candidate of v3_preregistration.md (chosen after the seed 3-7 results; judged on seeds 8-11)
-    classifiers["v3-candidate"] = PhaseClassifier(causal=True, anti_rule="either", min_traps=2)
+    # v2 (frozen at commit 360ae1e, default until v3 was adopted by the rule of v3_preregistration.md)
+    classifiers["v2"] = PhaseClassifier(causal=True, anti_rule="both", min_traps=1)
     fitted = {k: v.thresholds_ for k, v in classifiers.items() if k.startswith("fitted")}
     (RESULTS / "fitted_v2.json").write_text(json.dumps(fitted, indent=2) + "\n")
 

@@ -12,8 +12,9 @@ arXiv 2506.04434, Figure 1):
 
 :func:`phases_from_accuracy` draws these labels from the accuracy curves (test data
 needed): it is the reference used to evaluate and calibrate the classifier, never its
-input. :class:`PhaseClassifier` labels checkpoints from weight-only features (mean layer
-alpha, correlation-trap counts; optionally the training accuracy, which every user has).
+input. :class:`PhaseClassifier` labels checkpoints from weight-only features (per-layer
+alpha, centred correlation-trap counts and norms; optionally the training accuracy, which
+every user has).
 See ``docs/phases.md`` for the rules, their defaults and the measured accuracy.
 """
 
@@ -257,9 +258,10 @@ class PhaseClassifier:
     threshold instead. It is *anti-grokking* once the training set is fitted
     and some analysed layer shows the over-fitting signature at once:
 
-    - its anti rule holds: ``"both"`` (default) ``n_traps >= min_traps`` and
-      ``alpha < alpha_anti`` in that layer; ``"either"`` one of them; ``"traps"`` or
-      ``"alpha"`` that one alone;
+    - its anti rule holds: ``"either"`` (default) ``alpha < alpha_anti`` or
+      ``n_traps >= min_traps`` in that layer (the study: traps appear at the onset of the
+      collapse, alpha < 2 a little later; either comes first in some runs);
+      ``"both"`` both of them; ``"traps"`` or ``"alpha"`` that one alone;
     - and its Frobenius norm is at least ``norm_ratio`` times its norm at the first
       checkpoint (which should be the initialisation). Without weight decay the norm keeps
       growing and the heavy tail and traps of over-fitting come with it (the study; the
@@ -293,10 +295,15 @@ class PhaseClassifier:
     alpha_anti : float, default 2.0
         Layer alpha below which a layer is over-fit (HTSR: alpha < 2; the study's midpoint
         of grokking 2.9 and anti-grokking 1.1 is also 2.0).
-    min_traps : int, default 1
-        Correlation traps in a layer that count as a trap signal.
-    anti_rule : {"both", "either", "traps", "alpha"}, default "both"
-        How a layer's trap and alpha signals combine into the anti-grokking rule.
+    min_traps : int, default 2
+        Correlation traps in a layer that count as a trap signal. Two, because the trap
+        detector's false-alarm rate of 1e-3 per layer and checkpoint gives a run of 91
+        checkpoints x 2 layers of iid weights one spurious single trap with probability
+        ~17%, and two at once ~1e-6.
+    anti_rule : {"either", "both", "traps", "alpha"}, default "either"
+        How a layer's trap and alpha signals combine into the anti-grokking rule. The
+        default was pre-registered as the "v3" candidate and adopted after scoring on
+        fresh runs (docs/phases.md); ``anti_rule="both", min_traps=1`` is the v2 rule.
     norm_ratio : float or None, default 1.0
         A layer's anti-grokking signal counts only while its Frobenius norm is at least
         this multiple of its norm at the first checkpoint. None: no norm gate.
@@ -334,7 +341,7 @@ class PhaseClassifier:
 
     def __init__(self, *, causal: bool = False, grok_ratio: float = 0.78, alpha_grok: float | None = None,
                  alpha_anti: float = 2.0,
-                 min_traps: int = 1, anti_rule: str = "both", norm_ratio: float | None = 1.0,
+                 min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.0,
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
                  layers: str | Sequence[str] = "auto", min_layer_dim: int = 50,
                  alpha_scale: float = 0.25) -> None:
