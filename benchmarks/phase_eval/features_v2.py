@@ -29,7 +29,6 @@ def layer_features(W: np.ndarray, seed: int) -> dict[str, float]:
     from htsr_diag.traps import randomized_analysis
 
     fit = layer_alpha(W)
-    lam = fit.eigenvalues if hasattr(fit, "eigenvalues") else None
     s = np.linalg.svd(W.astype(np.float64), compute_uv=False)
     ev = s ** 2
     out = {"alpha": fit.alpha, "xmin": fit.xmin, "n_tail": getattr(fit, "n_tail", np.nan),

@@ -558,7 +558,7 @@ class PhaseClassifier:
         a, tr = table["alpha"], table["train_acc"]
         la, lk = table["layer_alpha"], table["layer_n_traps"]
         with np.errstate(invalid="ignore"):
-            fitted = (np.isnan(tr) | (tr >= train_threshold)) if use_train_acc else np.ones(a.size, bool)
+            fitted = _fitted_mask(tr, use_train_acc, train_threshold)
             low = la < rules["alpha_anti"]
             trap = lk >= rules["min_traps"]
             layer = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
@@ -625,7 +625,7 @@ class PhaseClassifier:
         a, tr = table["alpha"], table["train_acc"]
         s = float(self.alpha_scale)
         with np.errstate(invalid="ignore"):
-            fitted = (np.isnan(tr) | (tr >= self.train_threshold)) if self.use_train_acc else np.ones(a.size, bool)
+            fitted = _fitted_mask(tr, self.use_train_acc, self.train_threshold)
             m_grok = (_grok_limit(a, fitted, rules) - a) / s    # > 0: alpha says "past pre-grokking"
             m_low = (rules["alpha_anti"] - table["layer_alpha"]) / s    # > 0: the layer's alpha says over-fit
             m_trap = table["layer_n_traps"] - (rules["min_traps"] - 0.5)  # > 0: traps present
@@ -756,8 +756,7 @@ class PhaseClassifier:
             targets.append(np.array([_RANK[x] for x in lab]))
         absolute = params["alpha_grok"] is not None
         onset_name = "alpha_grok" if absolute else "grok_ratio"
-        fitted_masks = [(np.isnan(t["train_acc"]) | (t["train_acc"] >= self.train_threshold)) if self.use_train_acc
-                        else np.ones(t["alpha"].size, bool) for t in tables]
+        fitted_masks = [_fitted_mask(t["train_acc"], self.use_train_acc, self.train_threshold) for t in tables]
         if absolute:
             observed = np.concatenate([t["alpha"] for t in tables])
         else:
@@ -838,6 +837,14 @@ class PhaseClassifier:
         return self
 
 
+def _fitted_mask(train_acc: np.ndarray, use_train_acc: bool, train_threshold: float) -> np.ndarray:
+    """Per checkpoint: the training set counts as fitted (unknown accuracy counts as fitted)."""
+    if not use_train_acc:
+        return np.ones(train_acc.size, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return np.isnan(train_acc) | (train_acc >= train_threshold)
+
+
 def _onset_base(alpha: np.ndarray, fitted: np.ndarray) -> float:
     """Mean alpha when the training set was first fitted: the median of that checkpoint and the two before it."""
     hit = np.flatnonzero(fitted)
@@ -899,9 +906,8 @@ def _anti_grid(table: Mapping[str, np.ndarray], combo_a: np.ndarray, combo_k: np
                train_threshold: float) -> np.ndarray:
     """Anti-grokking evidence of every (alpha_anti, min_traps, rule, norm_ratio) combo, shape (C, n)."""
     la, lk, tr = table["layer_alpha"], table["layer_n_traps"], table["train_acc"]
-    n = la.shape[1]
     with np.errstate(invalid="ignore"):
-        fitted = (np.isnan(tr) | (tr >= train_threshold)) if use_train_acc else np.ones(n, bool)
+        fitted = _fitted_mask(tr, use_train_acc, train_threshold)
         low = la[None, :, :] < combo_a[:, None, None]                  # (C, L, n)
         trap = lk[None, :, :] >= combo_k[:, None, None]
     gates = np.stack([_norm_gate(table["layer_norm"], r) for r in ratios])   # (R, L, n)
