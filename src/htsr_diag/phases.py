@@ -800,13 +800,15 @@ class PhaseClassifier:
                 warnings.warn("fit(in_time=True): no candidate flags every labelled collapse in time without a "
                               "false alarm; fitting on agreement alone.", UserWarning, stacklevel=2)
                 constrained = False
+        grok_ev = []  # onset evidence of every candidate, (G, n) per run; independent of patience
+        for table, fit_mask in zip(tables, fitted_masks):
+            a = table["alpha"]
+            limit = grid_g if absolute else grid_g * _onset_base(a, fit_mask)
+            with np.errstate(invalid="ignore"):
+                grok_ev.append(fit_mask[None, :] & (a[None, :] <= limit[:, None]))
         for pi, p in enumerate(patience_grid):
             score = np.zeros((grid_g.size, len(combos)))
-            for table, target, anti, fit_mask in zip(tables, targets, anti_ev, fitted_masks):
-                a = table["alpha"]
-                limit = grid_g if absolute else grid_g * _onset_base(a, fit_mask)
-                with np.errstate(invalid="ignore"):
-                    grok = fit_mask[None, :] & (a[None, :] <= limit[:, None])
+            for target, grok, anti in zip(targets, grok_ev, anti_ev):
                 score += _agreement_grid(target, grok, anti, p, causal)
             score /= len(tables)
             if absolute:
