@@ -18,7 +18,10 @@ to it; with patience 1 the offline labels are the same):
 - ``fitted-onset``: ``.fit(..., params=["grok_ratio"])`` on the runs whose role is ``tuning``
   (seed 0) only: the grokking-onset threshold calibrated, the anti-grokking rule as in theory;
 - ``fitted-all``: ``.fit(...)`` of every threshold on the same tuning runs;
-- ``v2``: the previous default (anti rule "both", 1 trap), frozen at commit 360ae1e;
+- ``v2``: an earlier default (anti rule "both", 1 trap), frozen at commit 360ae1e;
+- ``v3``: anti rule "either", 2 traps, norm gate 1.0 x the initial norm (the default from
+  v3_preregistration.md until the v4 decision);
+- ``v4``: v3 with the norm gate at 1.5 x (the candidate of ``v4_preregistration.md``);
 then applied unchanged to every run.
 
 The reference is ``phases_from_accuracy`` with its defaults (it reads the test accuracy; no
@@ -119,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         classifiers["fitted-onset"] = PhaseClassifier(causal=True).fit(xs, ys, params=["grok_ratio"])
         classifiers["fitted-all"] = PhaseClassifier(causal=True).fit(xs, ys)
     # v2 (frozen at commit 360ae1e, default until v3 was adopted by the rule of v3_preregistration.md)
-    classifiers["v2"] = PhaseClassifier(causal=True, anti_rule="both", min_traps=1)
+    classifiers["v2"] = PhaseClassifier(causal=True, anti_rule="both", min_traps=1, norm_ratio=1.0)
+    # v3 (adopted by v3_preregistration.md) and the v4 candidate of v4_preregistration.md, spelled out
+    classifiers["v3"] = PhaseClassifier(causal=True, anti_rule="either", min_traps=2, norm_ratio=1.0)
+    classifiers["v4"] = PhaseClassifier(causal=True, anti_rule="either", min_traps=2, norm_ratio=1.5)
     fitted = {k: v.thresholds_ for k, v in classifiers.items() if k.startswith("fitted")}
     (RESULTS / "fitted_v2.json").write_text(json.dumps(fitted, indent=2) + "\n")
 
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['peak_test_acc']:.3f} -> {r['final_test_acc']:.3f} | {r['reference_counts']} | "
                      f"{r['classifier']} | {r['predicted_counts']} | {r['agreement']:.3f} | {r['collapse_step']} | "
                      f"{r['flag_step']} | {r['in_time']} | {r['checkpoints_early']} | {r['false_collapse']} |")
-    for role in ("development", "held-out", "held-out-2"):
+    for role in ("development", "held-out", "held-out-2", "held-out-3"):
         sub = [r for r in rows if r["role"] == role]
         if not sub:
             continue
