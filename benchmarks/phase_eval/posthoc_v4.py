@@ -67,3 +67,24 @@ print("--- v3 default")
 for r in res:
     if r[0] == dict(anti_rule="either", min_traps=2, norm_ratio=1.0, patience=1, grok_ratio=0.78):
         print(r[0], f"{r[1]:.3f} {r[2]:.3f} {r[3]} it {r[4]} fa {r[5]} early<= {r[6]}", r[7])
+
+# The onset base: the median mean alpha of the first fitted checkpoint and the `before` ones
+# preceding it (the library uses 2). Longer windows, scored with the v4 gate.
+print("--- onset base window (v4 gate)")
+import math  # noqa: E402
+import htsr_diag.phases as phases_module  # noqa: E402
+
+library_base = phases_module._onset_base
+for before in (2, 4, 6, 10, 20):
+    def base(alpha, fitted, before=before):
+        hit = np.flatnonzero(fitted)
+        if hit.size == 0:
+            return math.nan
+        w = alpha[max(0, int(hit[0]) - before): int(hit[0]) + 1]
+        w = w[np.isfinite(w)]
+        return float(np.median(w)) if w.size else math.nan
+    phases_module._onset_base = base
+    ag = np.array([phase_agreement(PhaseClassifier(causal=True, norm_ratio=1.5).predict(table), ref)
+                   for name, wd, steps, table, ref, drop in runs])
+    print(f"window {before + 1:2d} checkpoints: mean agreement {ag.mean():.3f} min {ag.min():.3f} runs >= 0.90 {(ag >= 0.9).sum()}")
+phases_module._onset_base = library_base
