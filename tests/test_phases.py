@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -452,6 +454,19 @@ def test_trajectory_with_uncentred_traps_warns():
     traj = Trajectory(steps=[0], reports=reports, metrics={})
     with pytest.warns(UserWarning, match="uncentred shuffled weights"):
         PhaseClassifier().features(traj)
+
+
+def test_trajectory_not_starting_at_initialisation_warns_unless_the_gate_is_off():
+    from htsr_diag.trajectory import Trajectory
+
+    reports = [_Report([_Layer("fc1", (200, 784), 3.0, 0)]) for _ in range(2)]
+    late = Trajectory(steps=[100, 1000], reports=reports, metrics={})
+    with pytest.warns(UserWarning, match="starts at step 100, not at the initialisation"):
+        PhaseClassifier().features(late)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PhaseClassifier(norm_ratio=None).features(late)  # gate off: nothing reads the first norm
+        PhaseClassifier().features(Trajectory(steps=[0, 1000], reports=reports, metrics={}))
 
 
 def test_fit_params_restricts_the_search():

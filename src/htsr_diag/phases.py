@@ -477,6 +477,13 @@ class PhaseClassifier:
                               f"{uncentred[0]}); the classifier is calibrated on centred counts, and a layer's "
                               f"non-zero mean adds a spurious trap. Re-run analyze_checkpoints(..., "
                               f"center_traps=True) (its default).", UserWarning, stacklevel=3)
+            rules = self._rules()
+            if len(data.steps) and int(data.steps[0]) > 0 and rules["norm_ratio"] is not None:
+                warnings.warn(f"the trajectory starts at step {int(data.steps[0])}, not at the initialisation "
+                              f"(step 0); the norm gate compares each layer's norm with its norm at the first "
+                              f"checkpoint, so anti-grokking may be missed or mistimed. Include the step-0 "
+                              f"checkpoint (the trainer writes it), or pass norm_ratio=None to switch the "
+                              f"gate off.", UserWarning, stacklevel=3)
             alpha = np.vstack([data.feature("alpha", name) for name in layers])
             traps = np.vstack([data.feature("n_traps", name) for name in layers])
             norm = np.vstack([_feature_or_nan(data, "frobenius_norm", name) for name in layers])
