@@ -118,8 +118,8 @@ def test_every_n_steps_schedule():
 def test_phase_change_callback_and_alarm_warning(caplog):
     # a classifier whose anti rule fires on alpha < 40 once the training set is fitted
     # (train_acc >= 0.99): the phase goes pre-grokking -> anti-grokking at the first
-    # analysis with train_acc = 1.0.
-    clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha")
+    # analysis with train_acc = 1.0. No norm gate: ten steps do not grow a layer to 1.5 x.
+    clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha", norm_ratio=None)
     seen = []
     model = _model()
     mon = Monitor(model, schedule=[0, 3, 6, 9], classifier=clf,
@@ -134,7 +134,8 @@ def test_phase_change_callback_and_alarm_warning(caplog):
 
 
 def test_first_analysis_not_pre_grokking_triggers_callback():
-    clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha", use_train_acc=False)
+    clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha", use_train_acc=False,
+                          norm_ratio=None)
     seen = []
     mon = Monitor(_model(), schedule=[0], classifier=clf, on_phase_change=lambda p, r: seen.append((p, r.phase)))
     mon.step(0)

@@ -309,8 +309,9 @@ def test_classifier_reads_a_trajectory_and_skips_the_small_head():
     fc1 = [5.0, 3.0, 1.5]
     fc2 = [3.0, 2.8, 1.0]
     head = [50.0, 50.0, 50.0]  # a 10x200 head's fit would swamp the mean: must be excluded
-    reports = [_Report([_Layer("fc1", (200, 784), a, 0 if j < 2 else 3), _Layer("fc2", (200, 200), b, 0 if j < 2 else 1),
-                        _Layer("fc3", (10, 200), c, 9)]) for j, (a, b, c) in enumerate(zip(fc1, fc2, head))]
+    norm = [1.0, 1.6, 2.0]  # every layer grows past the default gate (1.5 x its first norm) after step 0
+    reports = [_Report([_Layer("fc1", (200, 784), a, 0 if j < 2 else 3, g), _Layer("fc2", (200, 200), b, 0 if j < 2 else 1, g),
+                        _Layer("fc3", (10, 200), c, 9, g)]) for j, (a, b, c, g) in enumerate(zip(fc1, fc2, head, norm))]
     traj = Trajectory(steps=[0, 10, 100], reports=reports, metrics={"train_acc": [0.5, 1.0, 1.0]})
     clf = PhaseClassifier(alpha_grok=3.45)
     table = clf.features(traj)
@@ -322,7 +323,7 @@ def test_classifier_reads_a_trajectory_and_skips_the_small_head():
     assert PhaseClassifier(layers=["fc3"], anti_rule="both").predict(traj).tolist() == [PRE, PRE, PRE]
     assert clf.report_features(reports[2], train_acc=1.0) == {
         "alpha": 1.25, "n_traps": 4.0, "train_acc": 1.0, "layer_alpha": [1.5, 1.0], "layer_n_traps": [3.0, 1.0],
-        "layer_norm": [1.0, 1.0]}
+        "layer_norm": [2.0, 2.0]}
     with pytest.raises(ValueError, match=r"layers names \['fc9'\] not found"):
         PhaseClassifier(layers=["fc9"]).predict(traj)
     assert set(PHASES) == {PRE, GROK, ANTI}
@@ -483,7 +484,7 @@ def test_fit_params_restricts_the_search():
     clf = PhaseClassifier(alpha_grok=3.0, anti_rule="traps", min_traps=2).fit(runs, labels, params=["alpha_grok"])
     th = clf.thresholds_
     assert {k: th[k] for k in ("grok_ratio", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience")} == {
-        "grok_ratio": 0.78, "alpha_anti": 2.0, "min_traps": 2, "anti_rule": "traps", "norm_ratio": 1.0, "patience": 1}
+        "grok_ratio": 0.78, "alpha_anti": 2.0, "min_traps": 2, "anti_rule": "traps", "norm_ratio": 1.5, "patience": 1}
     assert 3.9 < th["alpha_grok"] < 4.1
     assert clf.train_agreement_ == 1.0  # the onset threshold alone explains these labels
     for bad, exc in ((["alpha"], ValueError), ([], ValueError), ("alpha_grok", TypeError)):
@@ -509,3 +510,14 @@ def test_relative_onset_is_scale_free_and_fit_recovers_the_ratio():
     assert ab.train_agreement_ < 1.0
     with pytest.raises(ValueError, match="grok_ratio must be in"):
         PhaseClassifier(grok_ratio=1.5).predict(runs[0])
+
+
+def test_a_diverged_run_warns_but_a_brief_dip_does_not():
+    alpha = [6.0, 4.0, 3.0, 3.0]
+    diverged = _table(alpha, [0, 0, 0, 0], [0.5, 1.0, 1.0, 0.1])  # fitted, then the loss blew up
+    with pytest.warns(UserWarning, match=r"fell to 0.100 at step 3 after reaching 1.000: the run diverged"):
+        PhaseClassifier().predict(diverged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PhaseClassifier().predict(_table(alpha, [0, 0, 0, 0], [0.5, 1.0, 0.978, 1.0]))  # a transient dip
+        PhaseClassifier().predict(_table(alpha, [0, 0, 0, 0], [0.1, 0.5, 0.9, 0.95]))  # never fitted

@@ -13,15 +13,14 @@ user would (``analyze_checkpoints(DIR, rng=0)``: centred traps, the library's de
 labelled by four classifiers, all in causal mode (each label uses only the checkpoints up
 to it; with patience 1 the offline labels are the same):
 
-- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v3: anti rule
-  "either", 2 traps; adopted by the rule written in ``v3_preregistration.md``);
+- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v4: anti rule
+  "either", 2 traps, norm gate 1.5 x; adopted by the rule written in ``v4_preregistration.md``);
 - ``fitted-onset``: ``.fit(..., params=["grok_ratio"])`` on the runs whose role is ``tuning``
   (seed 0) only: the grokking-onset threshold calibrated, the anti-grokking rule as in theory;
 - ``fitted-all``: ``.fit(...)`` of every threshold on the same tuning runs;
 - ``v2``: an earlier default (anti rule "both", 1 trap), frozen at commit 360ae1e;
 - ``v3``: anti rule "either", 2 traps, norm gate 1.0 x the initial norm (the default from
-  v3_preregistration.md until the v4 decision);
-- ``v4``: v3 with the norm gate at 1.5 x (the candidate of ``v4_preregistration.md``);
+  ``v3_preregistration.md`` until v4, the default, was adopted);
 then applied unchanged to every run.
 
 The reference is ``phases_from_accuracy`` with its defaults (it reads the test accuracy; no
@@ -123,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         classifiers["fitted-all"] = PhaseClassifier(causal=True).fit(xs, ys)
     # v2 (frozen at commit 360ae1e, default until v3 was adopted by the rule of v3_preregistration.md)
     classifiers["v2"] = PhaseClassifier(causal=True, anti_rule="both", min_traps=1, norm_ratio=1.0)
-    # v3 (adopted by v3_preregistration.md) and the v4 candidate of v4_preregistration.md, spelled out
+    # v3 (adopted by v3_preregistration.md; replaced by v4, the default, by v4_preregistration.md)
     classifiers["v3"] = PhaseClassifier(causal=True, anti_rule="either", min_traps=2, norm_ratio=1.0)
-    classifiers["v4"] = PhaseClassifier(causal=True, anti_rule="either", min_traps=2, norm_ratio=1.5)
     fitted = {k: v.thresholds_ for k, v in classifiers.items() if k.startswith("fitted")}
     (RESULTS / "fitted_v2.json").write_text(json.dumps(fitted, indent=2) + "\n")
 

@@ -262,13 +262,14 @@ class PhaseClassifier:
       ``n_traps >= min_traps`` in that layer (the study: traps appear at the onset of the
       collapse, alpha < 2 a little later; either comes first in some runs);
       ``"both"`` both of them; ``"traps"`` or ``"alpha"`` that one alone;
-    - and its Frobenius norm is at least ``norm_ratio`` times its norm at the first
+    - and its Frobenius norm is at least ``norm_ratio`` (1.5) times its norm at the first
       checkpoint (which should be the initialisation). Without weight decay the norm keeps
       growing and the heavy tail and traps of over-fitting come with it (the study; the
       "large-norm" side of Omnigrok's LU mechanism). Under weight decay a layer shrunk
-      well below its initial norm also grows heavy tails and traps while the test accuracy
-      holds: the gate keeps those from being called a collapse. ``norm_ratio=None``
-      switches the gate off.
+      below its initial norm also grows heavy tails and traps while the test accuracy
+      falls by only a few points; and early in grokking, at 1.0-1.1 x its initial norm, a
+      layer can show two traps long before any collapse. The gate keeps both from being
+      called a collapse. ``norm_ratio=None`` switches it off.
 
     A phase is entered when its rule has held on ``patience`` consecutive checkpoints, and
     never left (phases are ordered). With ``causal=True`` the label at a checkpoint uses
@@ -304,9 +305,12 @@ class PhaseClassifier:
         How a layer's trap and alpha signals combine into the anti-grokking rule. The
         default was pre-registered as the "v3" candidate and adopted after scoring on
         fresh runs (docs/phases.md); ``anti_rule="both", min_traps=1`` is the v2 rule.
-    norm_ratio : float or None, default 1.0
+    norm_ratio : float or None, default 1.5
         A layer's anti-grokking signal counts only while its Frobenius norm is at least
-        this multiple of its norm at the first checkpoint. None: no norm gate.
+        this multiple of its norm at the first checkpoint. None: no norm gate. 1.5 lies
+        between the largest ratio of a signalling layer under weight decay (0.96) and the
+        smallest at a weight-decay-0 collapse (1.73) on seeds 0-11; pre-registered as "v4"
+        and adopted after scoring on fresh runs (docs/phases.md). 1.0 is the v3 rule.
     patience : int, default 1
         Consecutive checkpoints a rule must hold before its phase is entered.
     use_train_acc : bool, default True
@@ -341,7 +345,7 @@ class PhaseClassifier:
 
     def __init__(self, *, causal: bool = False, grok_ratio: float = 0.78, alpha_grok: float | None = None,
                  alpha_anti: float = 2.0,
-                 min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.0,
+                 min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.5,
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
                  layers: str | Sequence[str] = "auto", min_layer_dim: int = 50,
                  alpha_scale: float = 0.25) -> None:
@@ -493,6 +497,7 @@ class PhaseClassifier:
                                                  dtype=np.float64),
                          "step": np.asarray(data.steps, dtype=np.float64),
                          "layer_alpha": alpha, "layer_n_traps": traps, "layer_norm": norm}
+            self._warn_if_diverged(table)
             return table
         if isinstance(data, Mapping):
             table = dict(data)
@@ -533,7 +538,23 @@ class PhaseClassifier:
             out["layer_n_traps"] = out["n_traps"][None, :]
             out["layer_norm"] = (_curve(table["norm"], "norm", n, allow_nan=True)[None, :] if "norm" in table
                                  else np.full((1, n), np.nan))
+        self._warn_if_diverged(out)
         return out
+
+    def _warn_if_diverged(self, table: Mapping[str, np.ndarray]) -> None:
+        """Warn when the training accuracy, once fitted, later falls far below the threshold."""
+        tr, steps = table["train_acc"], table["step"]
+        with np.errstate(invalid="ignore"):
+            fitted = np.flatnonzero(tr >= self.train_threshold)
+            if fitted.size == 0:
+                return
+            lost = np.flatnonzero(tr[fitted[0]:] < self.train_threshold - 0.25)
+        if lost.size:
+            i = int(fitted[0] + lost[0])
+            warnings.warn(f"the training accuracy fell to {tr[i]:.3f} at step {int(steps[i])} after reaching "
+                          f"{np.nanmax(tr[:i]):.3f}: the run diverged (a training failure, not anti-grokking). "
+                          f"Phase labels from that checkpoint on describe a broken model; label the checkpoints "
+                          f"before it, or lower the learning rate and retrain.", UserWarning, stacklevel=3)
 
     def report_features(self, report: Any, *, train_acc: float | None = None) -> dict[str, Any]:
         """One checkpoint's feature mapping from a :class:`~htsr_diag.analyze.ModelReport`.
