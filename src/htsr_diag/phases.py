@@ -303,8 +303,8 @@ class PhaseClassifier:
         ~17%, and two at once ~1e-6.
     anti_rule : {"either", "both", "traps", "alpha"}, default "either"
         How a layer's trap and alpha signals combine into the anti-grokking rule. The
-        default was pre-registered as the "v3" candidate and adopted after scoring on
-        fresh runs (docs/phases.md); ``anti_rule="both", min_traps=1`` is the v2 rule.
+        default was pre-registered as part of the "v3" candidate and adopted after scoring
+        on fresh runs (docs/phases.md); ``anti_rule="both", min_traps=1`` is the v2 rule.
     norm_ratio : float or None, default 1.5
         A layer's anti-grokking signal counts only while its Frobenius norm is at least
         this multiple of its norm at the first checkpoint. None: no norm gate. 1.5 lies
