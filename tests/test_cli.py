@@ -94,13 +94,24 @@ def test_phases_table_json_and_plot(demo, capsys, tmp_path):
     body = out.splitlines()
     assert body[0].split()[:2] == ["step", "train"]
     assert [int(ln.split()[0]) for ln in body[1:1 + len(steps)]] == steps
-    assert body[-1].startswith("anti-grokking alarm (causal):")
+    assert any(ln.startswith("anti-grokking alarm (causal):") for ln in body[-2:])
     plot_file = tmp_path / "ph.png"
     code, out, err = _run(capsys, "phases", str(demo / "run"), "--json", "--plot", str(plot_file))
     assert code == 0, err
     data = json.loads(out)
     assert [r["step"] for r in data["checkpoints"]] == steps
     assert {r["predicted"] for r in data["checkpoints"]} <= {"pre-grokking", "grokking", "anti-grokking"}
+    # the per-layer evidence explains the label: anti-grokking starts where a fitted checkpoint first
+    # has a layer with the signature that passes the norm gate
+    rows = data["checkpoints"]
+    assert all(set(r["layers"]) == {"fc1", "fc2"} for r in rows)
+    assert all(set(v) == {"alpha", "n_traps", "norm_ratio", "signature", "norm_gate"}
+               for r in rows for v in r["layers"].values())
+    hits = [i for i, r in enumerate(rows) if (r["train_acc"] is None or r["train_acc"] >= 0.99)
+            and any(v["signature"] and v["norm_gate"] for v in r["layers"].values())]
+    anti = [i for i, r in enumerate(rows) if r["predicted"] == "anti-grokking"]
+    assert (hits[:1] or [None])[0] == (anti[:1] or [None])[0]
+    assert rows[0]["layers"]["fc1"]["norm_ratio"] == pytest.approx(1.0)
     assert plot_file.read_bytes()[:8] == PNG_MAGIC
 
 

@@ -521,3 +521,39 @@ def test_a_diverged_run_warns_but_a_brief_dip_does_not():
         warnings.simplefilter("error")
         PhaseClassifier().predict(_table(alpha, [0, 0, 0, 0], [0.5, 1.0, 0.978, 1.0]))  # a transient dip
         PhaseClassifier().predict(_table(alpha, [0, 0, 0, 0], [0.1, 0.5, 0.9, 0.95]))  # never fitted
+
+
+def test_evidence_explains_the_labels_and_shows_a_gated_signature():
+    from htsr_diag.trajectory import Trajectory
+
+    # fc1 over-fits while growing (collapse); fc2 has the signature from checkpoint 2 on but has shrunk
+    fc1 = [(6.0, 0, 1.0), (3.0, 0, 1.2), (2.5, 1, 1.4), (1.8, 3, 1.7)]
+    fc2 = [(6.0, 0, 1.0), (3.0, 0, 0.8), (1.5, 5, 0.3), (1.4, 9, 0.2)]
+    reports = [_Report([_Layer("fc1", (200, 784), a, k, g), _Layer("fc2", (200, 200), b, m, h)])
+               for (a, k, g), (b, m, h) in zip(fc1, fc2)]
+    traj = Trajectory(steps=[0, 10, 100, 1000], reports=reports, metrics={"train_acc": [0.5, 1.0, 1.0, 1.0]})
+    clf = PhaseClassifier(causal=True)
+    ev = clf.evidence(traj)
+    assert ev["layers"] == ["fc1", "fc2"]
+    assert ev["layer_signature"].tolist() == [[False, False, False, True], [False, False, True, True]]
+    assert ev["layer_gate"].tolist() == [[False, False, False, True], [False, False, False, False]]
+    np.testing.assert_allclose(ev["layer_norm_ratio"], [[1.0, 1.2, 1.4, 1.7], [1.0, 0.8, 0.3, 0.2]])
+    assert ev["anti_grokking"].tolist() == [False, False, False, True]
+    assert clf.predict(traj).tolist()[-1] == ANTI and clf.transition_steps(traj)[ANTI] == 1000
+    # without the gate fc2's signature alone is anti-grokking at step 100
+    assert PhaseClassifier(causal=True, norm_ratio=None).transition_steps(traj)[ANTI] == 100
+
+
+def test_evidence_agrees_with_predict_on_random_tables():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n, L = 30, 2
+        table = {"alpha": rng.uniform(1, 6, n), "n_traps": rng.integers(0, 3, n).astype(float),
+                 "train_acc": np.r_[np.full(5, 0.5), np.ones(n - 5)],
+                 "layer_alpha": rng.uniform(1.5, 6, (L, n)), "layer_n_traps": rng.integers(0, 3, (L, n)).astype(float),
+                 "layer_norm": np.cumprod(rng.uniform(0.95, 1.08, (L, n)), axis=1)}
+        clf = PhaseClassifier(causal=True)
+        ev, pred = clf.evidence(table), clf.predict(table)
+        first_anti = np.flatnonzero(ev["anti_grokking"])
+        labelled = np.flatnonzero(pred == ANTI)
+        assert (first_anti[0] if first_anti.size else None) == (labelled[0] if labelled.size else None)

@@ -580,19 +580,68 @@ class PhaseClassifier:
 
     # -- the rules ------------------------------------------------------------------------
     @staticmethod
-    def _evidence(table: Mapping[str, np.ndarray], rules: Mapping[str, Any], use_train_acc: bool,
-                  train_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        """Per-checkpoint (grokking rule holds, anti-grokking rule holds)."""
+    def _layer_rules(table: Mapping[str, np.ndarray], rules: Mapping[str, Any], use_train_acc: bool,
+                     train_threshold: float) -> dict[str, np.ndarray]:
+        """The rules' parts: fitted and grokking per checkpoint; signature and norm gate per layer."""
         a, tr = table["alpha"], table["train_acc"]
         la, lk = table["layer_alpha"], table["layer_n_traps"]
         with np.errstate(invalid="ignore"):
             fitted = _fitted_mask(tr, use_train_acc, train_threshold)
             low = la < rules["alpha_anti"]
             trap = lk >= rules["min_traps"]
-            layer = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
-            layer &= _norm_gate(table["layer_norm"], rules["norm_ratio"])
+            signature = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
             limit = _grok_limit(a, fitted, rules)
-            return fitted & (a <= limit), fitted & layer.any(axis=0)
+            return {"fitted": fitted, "grokking": fitted & (a <= limit), "layer_signature": signature,
+                    "layer_gate": _norm_gate(table["layer_norm"], rules["norm_ratio"])}
+
+    @staticmethod
+    def _evidence(table: Mapping[str, np.ndarray], rules: Mapping[str, Any], use_train_acc: bool,
+                  train_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per-checkpoint (grokking rule holds, anti-grokking rule holds)."""
+        parts = PhaseClassifier._layer_rules(table, rules, use_train_acc, train_threshold)
+        anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
+        return parts["grokking"], anti
+
+    def evidence(self, data: Any) -> dict[str, Any]:
+        """What each rule reads, per checkpoint and layer: why a label was (or was not) given.
+
+        Parameters
+        ----------
+        data : Trajectory or feature mapping (see :meth:`features`)
+
+        Returns
+        -------
+        dict
+            ``"step"`` (n,); ``"layers"``: the analysed layer names (for a Trajectory; else
+            ``["layer0", ...]``); ``"fitted"`` and ``"grokking"`` (n,) bool: the training set
+            counts as fitted / the grokking rule holds; ``"layer_signature"`` (L, n) bool: the
+            layer shows the over-fitting signature (``anti_rule`` on ``alpha_anti`` and
+            ``min_traps``), whatever its norm; ``"layer_norm_ratio"`` (L, n): its norm over
+            its first norm; ``"layer_gate"`` (L, n) bool: it passes the norm gate;
+            ``"anti_grokking"`` (n,) bool: fitted and some layer has both. A signature held
+            back by the gate (e.g. under weight decay) shows as signature True, gate False.
+
+        Examples
+        --------
+        >>> ev = PhaseClassifier().evidence({"alpha": [4.0, 1.5, 1.5], "n_traps": [0, 3, 3],
+        ...                                  "norm": [1.0, 0.5, 2.0]})
+        >>> ev["layer_signature"].tolist(), ev["layer_gate"].tolist(), ev["anti_grokking"].tolist()
+        ([[False, True, True]], [[False, False, True]], [False, False, True])
+        """
+        table = self.features(data)
+        parts = self._layer_rules(table, self._rules(), self.use_train_acc, self.train_threshold)
+        norm = table["layer_norm"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            first = np.array([row[np.isfinite(row)][0] if np.isfinite(row).any() else np.nan for row in norm])
+            ratio = norm / first[:, None]
+        if hasattr(data, "feature") and hasattr(data, "layer_names"):
+            layers = self._trajectory_layers(data)
+        else:
+            layers = [f"layer{i}" for i in range(norm.shape[0])]
+        anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
+        return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "grokking": parts["grokking"],
+                "layer_signature": parts["layer_signature"], "layer_norm_ratio": ratio,
+                "layer_gate": parts["layer_gate"], "anti_grokking": anti}
 
     @staticmethod
     def _segment(grok: np.ndarray, anti: np.ndarray, patience: int, causal: bool) -> np.ndarray:
