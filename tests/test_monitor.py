@@ -208,3 +208,20 @@ def test_step_errors():
         mon.step(1.5)
     with pytest.raises(ValueError, match=r"train_acc must be a fraction in \[0, 1\] .* got 95"):
         mon.step(0, train_acc=95)
+
+
+def test_a_signature_held_back_by_the_norm_gate_is_logged_once_and_is_not_an_alarm(caplog):
+    # every layer has the signature (alpha < 40) once fitted, but a gate of 50 x the first norm never opens
+    clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha", norm_ratio=50.0)
+    model = _model()
+    mon = Monitor(model, schedule=[0, 3, 6, 9], classifier=clf)
+    with caplog.at_level(logging.INFO, logger="htsr_diag.monitor"):
+        _train(model, mon, 10, train_acc=lambda s: 0.5 if s < 5 else 1.0)
+    assert mon.alarm_step is None and mon.phase != ANTI
+    assert mon.gated_signature_step == 6  # the first analysis with the training set fitted
+    notes = [r.getMessage() for r in caplog.records if "below the norm gate" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith("step 6: ") and "not an alarm" in notes[0]
+    # with the gate off the same signature is the alarm, and nothing is noted
+    mon2 = Monitor(_model(), schedule=[0, 3, 6, 9], classifier=clf.set_params(norm_ratio=None))
+    _train(mon2.model, mon2, 10, train_acc=lambda s: 0.5 if s < 5 else 1.0)
+    assert mon2.alarm_step == 6 and mon2.gated_signature_step is None

@@ -202,6 +202,10 @@ class Monitor:
         Phase at the last analysis (None before the first).
     alarm_step : int or None
         Step at which anti-grokking was first reported.
+    gated_signature_step : int or None
+        First fitted step at which a layer showed the over-fitting signature (alpha < 2 or
+        traps) while the norm gate held it back (the layer below ``norm_ratio`` x its first
+        norm, as under weight decay). Logged once at INFO level; not an alarm.
 
     Examples
     --------
@@ -253,6 +257,7 @@ class Monitor:
         self.history: list[MonitorRecord] = []
         self.phase: str | None = None
         self.alarm_step: int | None = None
+        self.gated_signature_step: int | None = None
 
     @property
     def next_step(self) -> float:
@@ -324,6 +329,8 @@ class Monitor:
             layer_traps={lay.name: float(getattr(lay, "n_traps", float("nan"))) for lay in report.layers},
             seconds=time.perf_counter() - t0, report=report)
         self.history.append(record)
+        if self.gated_signature_step is None and self.alarm_step is None and phase != "anti-grokking":
+            self._note_gated_signature(step, report)
         previous, self.phase = self.phase, phase
         logger.debug("step %d: phase %s (alpha %.3f, traps %g, %.3fs)", step, phase, record.alpha,
                      record.n_traps, record.seconds)
@@ -339,6 +346,27 @@ class Monitor:
             if self.on_phase_change is not None:
                 self.on_phase_change(previous, record)
         return record
+
+    def _note_gated_signature(self, step: int, report: Any) -> None:
+        """Log once when a fitted layer has the over-fitting signature but not the norm gate."""
+        from .phases import PhaseClassifier
+
+        if not isinstance(self.classifier, PhaseClassifier):  # a duck-typed classifier: no evidence to read
+            return
+        ev = self.classifier.evidence(self._features)
+        held = ev["layer_signature"][:, -1] & ~ev["layer_gate"][:, -1]
+        if not (ev["fitted"][-1] and held.any()):
+            return
+        from .trajectory import Trajectory  # local: trajectory imports analyze lazily
+
+        self.gated_signature_step = step
+        names = self.classifier._trajectory_layers(
+            Trajectory(steps=np.zeros(1, dtype=np.int64), reports=[report], metrics={}, baselines={}))
+        which = ", ".join(f"'{names[j] if j < len(names) else j}' ({ev['layer_norm_ratio'][j, -1]:.2f}x its first norm)"
+                          for j in np.flatnonzero(held))
+        logger.info("step %d: %s show(s) the over-fitting signature below the norm gate (%gx); not an alarm. "
+                    "Under weight decay this came with test-accuracy declines of 2-6 points in the measured "
+                    "runs (docs/phases.md).", step, which, self.classifier._rules()["norm_ratio"])
 
     def to_frame(self):
         """The history as a pandas DataFrame, one row per analysis (pandas imported here)."""
