@@ -217,6 +217,16 @@ def _first_streak(evidence: np.ndarray, patience: int) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def _first_finite(rows: np.ndarray) -> np.ndarray:
+    """The first finite value of each row of an (L, n) array (NaN for a row with none)."""
+    first = np.full(rows.shape[0], np.nan)
+    for i, row in enumerate(rows):
+        ok = np.flatnonzero(np.isfinite(row))
+        if ok.size:
+            first[i] = row[ok[0]]
+    return first
+
+
 def _norm_gate(norm: np.ndarray, ratio: float | None) -> np.ndarray:
     """Per layer and checkpoint: the layer's norm is at least ``ratio`` x its first finite norm.
 
@@ -226,11 +236,7 @@ def _norm_gate(norm: np.ndarray, ratio: float | None) -> np.ndarray:
     norm = np.asarray(norm, dtype=np.float64)
     if ratio is None:
         return np.ones(norm.shape, dtype=bool)
-    first = np.full(norm.shape[0], np.nan)
-    for i, row in enumerate(norm):
-        ok = np.flatnonzero(np.isfinite(row))
-        if ok.size:
-            first[i] = row[ok[0]]
+    first = _first_finite(norm)
     with np.errstate(invalid="ignore"):
         gate = norm >= ratio * first[:, None]
     return gate | ~np.isfinite(norm) | ~np.isfinite(first)[:, None]
@@ -632,8 +638,7 @@ class PhaseClassifier:
         parts = self._layer_rules(table, self._rules(), self.use_train_acc, self.train_threshold)
         norm = table["layer_norm"]
         with np.errstate(invalid="ignore", divide="ignore"):
-            first = np.array([row[np.isfinite(row)][0] if np.isfinite(row).any() else np.nan for row in norm])
-            ratio = norm / first[:, None]
+            ratio = norm / _first_finite(norm)[:, None]
         if hasattr(data, "feature") and hasattr(data, "layer_names"):
             layers = self._trajectory_layers(data)
         else:
