@@ -137,15 +137,13 @@ def _cmd_phases(args: argparse.Namespace) -> int:
     ref = _finite_labels(steps, tr, te)
     alarm = PhaseClassifier(causal=True).transition_steps(traj).get("anti-grokking")
     ev = clf.evidence(traj)
+    held_back = ev["layer_signature"] & ~ev["layer_gate"]  # (L, n): the signature, stopped by the norm gate
 
     def signature(i: int) -> str:
         """Layers with the over-fitting signature at checkpoint i; those held back by the norm gate marked."""
-        out = []
-        for j, name in enumerate(ev["layers"]):
-            if ev["layer_signature"][j, i]:
-                gated = "" if ev["layer_gate"][j, i] else f" (norm {_fmt(float(ev['layer_norm_ratio'][j, i]), 2)}x, gated)"
-                out.append(name + gated)
-        return ", ".join(out)
+        return ", ".join(name + (f" (norm {_fmt(float(ev['layer_norm_ratio'][j, i]), 2)}x, gated)"
+                                 if held_back[j, i] else "")
+                         for j, name in enumerate(ev["layers"]) if ev["layer_signature"][j, i])
 
     if args.json:
         rows = [{"step": int(steps[i]), "train_acc": _num(tr[i]), "test_acc": _num(te[i]),
@@ -167,7 +165,7 @@ def _cmd_phases(args: argparse.Namespace) -> int:
                  f"{_fmt(float(table['alpha'][i]), 2):>6}  {_fmt(float(table['n_traps'][i]), 0):>5}  "
                  f"{predicted[i]:<14}  {'' if ref is None else ref[i]:<14}  {signature(i)}".rstrip())
         _out(f"anti-grokking alarm (causal): {'none' if alarm is None else f'step {alarm}'}")
-        held = [name for j, name in enumerate(ev["layers"]) if ev["layer_signature"][j, -1] and not ev["layer_gate"][j, -1]]
+        held = [name for j, name in enumerate(ev["layers"]) if held_back[j, -1]]
         if held:
             _out(f"note: at the last checkpoint {', '.join(held)} show the over-fitting signature (alpha < "
                  f"{clf.alpha_anti:g} or >= {clf.min_traps} traps) below the norm gate ({clf.norm_ratio:g}x the "
