@@ -133,6 +133,22 @@ def test_phase_change_callback_and_alarm_warning(caplog):
     assert len(warnings) == 1 and "anti-grokking began at step 6" in warnings[0].getMessage()
 
 
+def test_monitor_with_the_stable_rank_onset_matches_the_offline_classifier():
+    # The Monitor hands each analysis's per-layer stable ranks to the classifier: its running
+    # phases equal the causal offline labels of the same features, and the stable ranks it
+    # passed are the reports' own. A generous ratio (0.999) so that the onset is reached within
+    # the short run while the labels still depend on the stable rank.
+    clf = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.999, norm_ratio=None)
+    model = _model()
+    mon = Monitor(model, schedule=[0, 5, 10, 20, 40, 60], classifier=clf)
+    _train(model, mon, 61, train_acc=lambda s: 1.0)
+    feats = [clf.report_features(r.report, train_acc=1.0) for r in mon.history]
+    assert [f["layer_stable_rank"][0] for f in feats] == [r.report.layers[0].stable_rank for r in mon.history]
+    offline = clf.predict(feats).tolist()
+    assert [r.phase for r in mon.history] == offline
+    assert "grokking" in offline  # the stable rank of the trained layers fell by > 0.1% (else nothing is tested)
+
+
 def test_first_analysis_not_pre_grokking_triggers_callback():
     clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha", use_train_acc=False,
                           norm_ratio=None)

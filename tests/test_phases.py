@@ -295,6 +295,7 @@ class _Layer:  # stand-in for analyze.LayerReport (only the fields the classifie
     alpha: float
     n_traps: int
     frobenius_norm: float = 1.0
+    stable_rank: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ def test_classifier_reads_a_trajectory_and_skips_the_small_head():
     assert PhaseClassifier(layers=["fc3"], anti_rule="both").predict(traj).tolist() == [PRE, PRE, PRE]
     assert clf.report_features(reports[2], train_acc=1.0) == {
         "alpha": 1.25, "n_traps": 4.0, "train_acc": 1.0, "layer_alpha": [1.5, 1.0], "layer_n_traps": [3.0, 1.0],
-        "layer_norm": [2.0, 2.0]}
+        "layer_norm": [2.0, 2.0], "layer_stable_rank": [10.0, 10.0]}
     with pytest.raises(ValueError, match=r"layers names \['fc9'\] not found"):
         PhaseClassifier(layers=["fc9"]).predict(traj)
     assert set(PHASES) == {PRE, GROK, ANTI}
@@ -508,8 +509,47 @@ def test_relative_onset_is_scale_free_and_fit_recovers_the_ratio():
     assert rel.train_agreement_ == 1.0 and 0.6 < rel.thresholds_["grok_ratio"] <= 0.71
     ab = PhaseClassifier(alpha_grok=3.0).fit(runs, labels, params=["alpha_grok"])
     assert ab.train_agreement_ < 1.0
-    with pytest.raises(ValueError, match="grok_ratio must be in"):
+    with pytest.raises(ValueError, match=r"grok_ratio must be None \(the onset's calibrated default\) or in"):
         PhaseClassifier(grok_ratio=1.5).predict(runs[0])
+
+
+def test_stable_rank_onset_reads_the_smaller_layer_stable_rank():
+    # Two layers; the onset base is the median of the smaller stable rank at the first fitted
+    # checkpoint (index 2) and the two before it: median(50, 49, 48) = 49. 0.85 x 49 = 41.65, so
+    # checkpoint 4 (min 41.0) is the first grokking one; the mean alpha (flat, 5.0) never
+    # crosses v4's alpha rule, so onset="alpha" keeps the run pre-grokking throughout; at grok_ratio
+    # 0.92 (limit 45.08) checkpoint 3 (45.0) is grokking too.
+    n = 7
+    table = {"alpha": np.full(n, 5.0), "n_traps": np.zeros(n), "train_acc": [0.5, 0.9, 1, 1, 1, 1, 1],
+             "layer_alpha": np.full((2, n), 5.0), "layer_n_traps": np.zeros((2, n)),
+             "layer_stable_rank": np.array([[50.0, 49.0, 48.0, 45.0, 41.0, 30.0, 20.0],
+                                            [60.0, 60.0, 60.0, 60.0, 60.0, 60.0, 60.0]])}
+    sr = PhaseClassifier(onset="stable_rank")
+    assert sr._rules()["grok_ratio"] == 0.85 and PhaseClassifier()._rules()["grok_ratio"] == 0.78
+    assert sr.predict(table).tolist() == [PRE] * 4 + [GROK] * 3
+    assert PhaseClassifier(onset="stable_rank", grok_ratio=0.92).predict(table).tolist() == [PRE] * 3 + [GROK] * 4
+    assert PhaseClassifier().predict(table).tolist() == [PRE] * n
+    ev = sr.evidence(table)
+    np.testing.assert_allclose(ev["onset_ratio"], [50 / 49, 1.0, 48 / 49, 45 / 49, 41 / 49, 30 / 49, 20 / 49])
+    conf = sr.confidence(table)
+    assert conf[4] > 0.5 and conf[3] > 0.5 and conf[6] > conf[4]  # 45/49 is 1.4 units of 5% above the limit
+    # fit recovers a ratio between the last pre-grokking and the first grokking checkpoint
+    lab = np.array(sr.predict(table))
+    fitted = PhaseClassifier(onset="stable_rank", grok_ratio=0.7).fit([table], [lab], params=["grok_ratio"])
+    assert fitted.train_agreement_ == 1.0 and 41 / 49 <= fitted.thresholds_["grok_ratio"] < 45 / 49
+    # a 1-D "stable_rank" column is read as one layer
+    one = {k: table[k] for k in ("alpha", "n_traps", "train_acc")} | {"stable_rank": table["layer_stable_rank"][0]}
+    assert sr.predict(one).tolist() == [PRE] * 4 + [GROK] * 3
+
+
+def test_stable_rank_onset_errors_name_the_fix():
+    feats = _table([6.0, 4.2, 4.0, 2.9, 1.1], [0, 0, 0, 0, 8], [0.5, 0.9, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"onset='stable_rank' needs each layer's stable rank.*or use onset='alpha'"):
+        PhaseClassifier(onset="stable_rank").predict(feats)
+    with pytest.raises(ValueError, match=r"onset must be one of \('alpha', 'stable_rank'\); got 'sr'"):
+        PhaseClassifier(onset="sr").predict(feats)
+    with pytest.raises(ValueError, match=r"alpha_grok is an absolute mean alpha, so it needs onset='alpha'"):
+        PhaseClassifier(onset="stable_rank", alpha_grok=3.45).predict(feats)
 
 
 def test_a_diverged_run_warns_but_a_brief_dip_does_not():

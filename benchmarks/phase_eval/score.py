@@ -21,6 +21,8 @@ to it; with patience 1 the offline labels are the same):
 - ``v2``: an earlier default (anti rule "both", 1 trap), frozen at commit 360ae1e;
 - ``v3``: anti rule "either", 2 traps, norm gate 1.0 x the initial norm (the default from
   ``v3_preregistration.md`` until v4, the default, was adopted);
+- ``v5``: v4 with the grokking onset read from the smaller layer stable rank (``onset=
+  "stable_rank"``, ``grok_ratio=0.85``), the candidate of ``v5_preregistration.md``;
 then applied unchanged to every run.
 
 The reference is ``phases_from_accuracy`` with its defaults (it reads the test accuracy; no
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     classifiers["v2"] = PhaseClassifier(causal=True, anti_rule="both", min_traps=1, norm_ratio=1.0)
     # v3 (adopted by v3_preregistration.md; replaced by v4, the default, by v4_preregistration.md)
     classifiers["v3"] = PhaseClassifier(causal=True, anti_rule="either", min_traps=2, norm_ratio=1.0)
+    # v5 candidate (v5_preregistration.md): v4 with the grokking onset read from the smaller layer stable rank
+    classifiers["v5"] = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85)
     fitted = {k: v.thresholds_ for k, v in classifiers.items() if k.startswith("fitted")}
     (RESULTS / "fitted_v2.json").write_text(json.dumps(fitted, indent=2) + "\n")
 

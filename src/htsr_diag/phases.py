@@ -200,11 +200,14 @@ def phase_agreement(predicted: Any, reference: Any) -> float:
 
 # ----------------------------------------------------------------------------- classifier
 _ANTI_RULES = ("both", "either", "traps", "alpha")
-_PARAM_NAMES = ("causal", "grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience",
+#: Onset series the grokking rule can read, and the calibrated ``grok_ratio`` of each (docs/phases.md).
+_ONSETS = ("alpha", "stable_rank")
+_GROK_RATIO = {"alpha": 0.78, "stable_rank": 0.85}
+_PARAM_NAMES = ("causal", "onset", "grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience",
                 "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
 _FITTED = ("grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience")
 #: Per-layer feature keys of a feature table, each of shape (n_layers, n_checkpoints).
-LAYER_FEATURES: tuple[str, ...] = ("layer_alpha", "layer_n_traps", "layer_norm")
+LAYER_FEATURES: tuple[str, ...] = ("layer_alpha", "layer_n_traps", "layer_norm", "layer_stable_rank")
 
 
 def _first_streak(evidence: np.ndarray, patience: int) -> int | None:
@@ -283,6 +286,14 @@ class PhaseClassifier:
     streak), so it can run during training; otherwise the switch is dated back to the
     first checkpoint of the streak.
 
+    The grokking onset can instead read the *stable rank* (``onset="stable_rank"``): a run
+    is grokking once the smaller stable rank ``||W||_F^2 / ||W||_2^2`` of the analysed layers
+    has fallen to ``grok_ratio`` (0.85) times its value when the training set was first
+    fitted. Before grokking the spectra are Marchenko-Pastur-like and the power-law fit
+    returns large, jumpy alphas (9-24 in the fast preset), which makes the alpha onset late
+    or early by several checkpoints in some runs; the stable rank needs no fit and falls as
+    learned directions leave the bulk. Pre-registered as "v5" (docs/phases.md).
+
     The defaults work without fitting; :meth:`fit` calibrates the thresholds on labelled
     runs (labels from :func:`phases_from_accuracy`) by an exhaustive search.
 
@@ -290,14 +301,19 @@ class PhaseClassifier:
     ----------
     causal : bool, default False
         Label each checkpoint from the checkpoints up to it only.
-    grok_ratio : float, default 0.78
-        Grokking starts when the mean alpha is at most this fraction of its value when the
-        training set was first fitted. 0.78 lies in the best interval (about 0.77-0.79) on
-        the three seed-0 ``fast``-preset tuning runs (docs/phases.md); the study's phase
-        means give 2.9 / 4.0 = 0.73.
+    onset : {"alpha", "stable_rank"}, default "alpha"
+        The series the grokking rule reads: the mean alpha of the analysed layers, or the
+        smallest of their stable ranks (needs the per-layer ``stable_rank``, which
+        :func:`analyze_checkpoints` records).
+    grok_ratio : float or None, default None
+        Grokking starts when the onset series is at most this fraction of its value when
+        the training set was first fitted. None: the onset's calibrated value, 0.78 for
+        alpha (the best interval, about 0.77-0.79, on the three seed-0 ``fast``-preset
+        tuning runs; the study's phase means give 2.9 / 4.0 = 0.73) and 0.85 for the stable
+        rank (the middle of the flat range 0.80-0.88 on seeds 0-23; docs/phases.md).
     alpha_grok : float or None, default None
         An absolute mean alpha at or below which a fitted run is grokking, used instead of
-        ``grok_ratio`` when set (e.g. 3.45, the midpoint of the study's pre-grokking 4.0
+        ``grok_ratio`` when set (``onset="alpha"`` only) (e.g. 3.45, the midpoint of the study's pre-grokking 4.0
         and grokking 2.9).
     alpha_anti : float, default 2.0
         Layer alpha below which a layer is over-fit (HTSR: alpha < 2; the study's midpoint
@@ -349,13 +365,15 @@ class PhaseClassifier:
     ['pre-grokking', 'pre-grokking', 'grokking', 'grokking', 'anti-grokking']
     """
 
-    def __init__(self, *, causal: bool = False, grok_ratio: float = 0.78, alpha_grok: float | None = None,
+    def __init__(self, *, causal: bool = False, onset: str = "alpha", grok_ratio: float | None = None,
+                 alpha_grok: float | None = None,
                  alpha_anti: float = 2.0,
                  min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.5,
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
                  layers: str | Sequence[str] = "auto", min_layer_dim: int = 50,
                  alpha_scale: float = 0.25) -> None:
         self.causal = causal
+        self.onset = onset
         self.grok_ratio = grok_ratio
         self.alpha_grok = alpha_grok
         self.alpha_anti = alpha_anti
@@ -407,9 +425,15 @@ class PhaseClassifier:
                 continue
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a positive finite number; got {v!r}.")
+        if p["onset"] not in _ONSETS:
+            raise ValueError(f"onset must be one of {_ONSETS}; got {p['onset']!r}.")
         g = p["grok_ratio"]
-        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not (0 < g <= 1):
-            raise ValueError(f"grok_ratio must be in (0, 1] (alpha falls as a run groks); got {g!r}.")
+        if g is not None and (isinstance(g, bool) or not isinstance(g, numbers.Real) or not (0 < g <= 1)):
+            raise ValueError(f"grok_ratio must be None (the onset's calibrated default) or in (0, 1] (the onset "
+                             f"series falls as a run groks); got {g!r}.")
+        if p["alpha_grok"] is not None and p["onset"] != "alpha":
+            raise ValueError(f"alpha_grok is an absolute mean alpha, so it needs onset='alpha'; got "
+                             f"onset={p['onset']!r}. Drop alpha_grok, or set onset='alpha'.")
         if p["alpha_grok"] is not None and p["alpha_anti"] > p["alpha_grok"]:
             raise ValueError(f"alpha_anti must not exceed alpha_grok (alpha falls through the phases); "
                              f"got alpha_anti={p['alpha_anti']!r} > alpha_grok={p['alpha_grok']!r}.")
@@ -434,6 +458,9 @@ class PhaseClassifier:
     def _rules(self) -> dict[str, Any]:
         p = self._validated()
         rules = {k: p[k] for k in _FITTED}
+        rules["onset"] = p["onset"]
+        if rules["grok_ratio"] is None:
+            rules["grok_ratio"] = _GROK_RATIO[p["onset"]]
         fitted = self.__dict__.get("thresholds_")
         if fitted is not None:
             rules.update(fitted)
@@ -497,12 +524,14 @@ class PhaseClassifier:
             alpha = np.vstack([data.feature("alpha", name) for name in layers])
             traps = np.vstack([data.feature("n_traps", name) for name in layers])
             norm = np.vstack([_feature_or_nan(data, "frobenius_norm", name) for name in layers])
+            srank = np.vstack([_feature_or_nan(data, "stable_rank", name) for name in layers])
             with np.errstate(all="ignore"), _quiet_nanmean():
                 table = {"alpha": np.nanmean(alpha, axis=0), "n_traps": np.nansum(traps, axis=0),
                          "train_acc": np.asarray(data.metrics.get("train_acc", np.full(len(data.steps), np.nan)),
                                                  dtype=np.float64),
                          "step": np.asarray(data.steps, dtype=np.float64),
-                         "layer_alpha": alpha, "layer_n_traps": traps, "layer_norm": norm}
+                         "layer_alpha": alpha, "layer_n_traps": traps, "layer_norm": norm,
+                         "layer_stable_rank": srank}
             self._warn_if_diverged(table)
             return table
         if isinstance(data, Mapping):
@@ -536,7 +565,7 @@ class PhaseClassifier:
         if "layer_alpha" in table:
             out["layer_alpha"] = _layer_table(table["layer_alpha"], "layer_alpha", n)
             n_layers = out["layer_alpha"].shape[0]
-            for key in ("layer_n_traps", "layer_norm"):
+            for key in ("layer_n_traps", "layer_norm", "layer_stable_rank"):
                 out[key] = (_layer_table(table[key], key, n, n_layers) if key in table
                             else np.full((n_layers, n), np.nan))
         else:
@@ -544,6 +573,8 @@ class PhaseClassifier:
             out["layer_n_traps"] = out["n_traps"][None, :]
             out["layer_norm"] = (_curve(table["norm"], "norm", n, allow_nan=True)[None, :] if "norm" in table
                                  else np.full((1, n), np.nan))
+            out["layer_stable_rank"] = (_curve(table["stable_rank"], "stable_rank", n, allow_nan=True)[None, :]
+                                        if "stable_rank" in table else np.full((1, n), np.nan))
         self._warn_if_diverged(out)
         return out
 
@@ -589,7 +620,7 @@ class PhaseClassifier:
     def _layer_rules(table: Mapping[str, np.ndarray], rules: Mapping[str, Any], use_train_acc: bool,
                      train_threshold: float) -> dict[str, np.ndarray]:
         """The rules' parts: fitted and grokking per checkpoint; signature and norm gate per layer."""
-        a, tr = table["alpha"], table["train_acc"]
+        a, tr = _onset_series(table, rules["onset"]), table["train_acc"]
         la, lk = table["layer_alpha"], table["layer_n_traps"]
         with np.errstate(invalid="ignore"):
             fitted = _fitted_mask(tr, use_train_acc, train_threshold)
@@ -620,7 +651,10 @@ class PhaseClassifier:
         dict
             ``"step"`` (n,); ``"layers"``: the analysed layer names (for a Trajectory; else
             ``["layer0", ...]``); ``"fitted"`` and ``"grokking"`` (n,) bool: the training set
-            counts as fitted / the grokking rule holds; ``"layer_signature"`` (L, n) bool: the
+            counts as fitted / the grokking rule holds; ``"onset_ratio"`` (n,): the onset
+            series (mean alpha, or the smallest layer stable rank) over its value when the
+            training set was first fitted, which the grokking rule compares with ``grok_ratio``
+            (NaN before any checkpoint is fitted); ``"layer_signature"`` (L, n) bool: the
             layer shows the over-fitting signature (``anti_rule`` on ``alpha_anti`` and
             ``min_traps``), whatever its norm; ``"layer_norm_ratio"`` (L, n): its norm over
             its first norm; ``"layer_gate"`` (L, n) bool: it passes the norm gate;
@@ -635,16 +669,20 @@ class PhaseClassifier:
         ([[False, True, True]], [[False, False, True]], [False, False, True])
         """
         table = self.features(data)
-        parts = self._layer_rules(table, self._rules(), self.use_train_acc, self.train_threshold)
+        rules = self._rules()
+        parts = self._layer_rules(table, rules, self.use_train_acc, self.train_threshold)
         norm = table["layer_norm"]
+        onset = _onset_series(table, rules["onset"])
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = norm / _first_finite(norm)[:, None]
+            onset_ratio = onset / _onset_base(onset, parts["fitted"])
         if hasattr(data, "feature") and hasattr(data, "layer_names"):
             layers = self._trajectory_layers(data)
         else:
             layers = [f"layer{i}" for i in range(norm.shape[0])]
         anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
-        return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "grokking": parts["grokking"],
+        return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "onset_ratio": onset_ratio,
+                "grokking": parts["grokking"],
                 "layer_signature": parts["layer_signature"], "layer_norm_ratio": ratio,
                 "layer_gate": parts["layer_gate"], "anti_grokking": anti}
 
@@ -691,7 +729,8 @@ class PhaseClassifier:
         """A per-checkpoint confidence in (0, 1) for the predicted label.
 
         The logistic of the margin by which the current checkpoint's features satisfy the
-        rule of its label (alpha distances in units of ``alpha_scale``; trap counts in
+        rule of its label (alpha distances in units of ``alpha_scale``, stable-rank ones in
+        units of 5% of its onset base; trap counts in
         traps beyond ``min_traps - 0.5``; for the anti rule, the best layer, a layer failing
         the norm gate counting at most -1). Below 0.5 means the label is held only because
         phases never go back while this checkpoint's own features point elsewhere. A
@@ -704,11 +743,13 @@ class PhaseClassifier:
         table = self.features(data)
         rules = self._rules()
         rank = self._predict_table(table, bool(self.causal))
-        a, tr = table["alpha"], table["train_acc"]
+        a, tr = _onset_series(table, rules["onset"]), table["train_acc"]
         s = float(self.alpha_scale)
         with np.errstate(invalid="ignore"):
             fitted = _fitted_mask(tr, self.use_train_acc, self.train_threshold)
-            m_grok = (_grok_limit(a, fitted, rules) - a) / s    # > 0: alpha says "past pre-grokking"
+            limit = _grok_limit(a, fitted, rules)
+            unit = s if rules["onset"] == "alpha" else 0.05 * _onset_base(a, fitted)
+            m_grok = (limit - a) / unit    # > 0: the onset series says "past pre-grokking"
             m_low = (rules["alpha_anti"] - table["layer_alpha"]) / s    # > 0: the layer's alpha says over-fit
             m_trap = table["layer_n_traps"] - (rules["min_traps"] - 0.5)  # > 0: traps present
             m_layer = {"both": np.minimum(m_low, m_trap), "either": np.maximum(m_low, m_trap),
@@ -772,7 +813,8 @@ class PhaseClassifier:
         """Calibrate the thresholds on labelled runs.
 
         Exhaustive search over the onset threshold (``grok_ratio``, or ``alpha_grok`` when it
-        is set: midpoints of the observed alpha ratios or mean alphas) and ``alpha_anti``
+        is set: midpoints of the observed ratios of the onset series to its base, or of the
+        mean alphas; ``onset`` itself is not searched) and ``alpha_anti``
         (midpoints of the observed layer alphas; at most 120 candidates each, plus the
         current values), ``min_traps``
         (1, 2, 3, 5, 8), the four anti rules, ``norm_ratio`` (None, 1.0, 1.25, 1.5 and the
@@ -839,14 +881,14 @@ class PhaseClassifier:
         absolute = params["alpha_grok"] is not None
         onset_name = "alpha_grok" if absolute else "grok_ratio"
         fitted_masks = [_fitted_mask(t["train_acc"], self.use_train_acc, self.train_threshold) for t in tables]
+        series = [_onset_series(t, params["onset"]) for t in tables]
         if absolute:
-            observed = np.concatenate([t["alpha"] for t in tables])
+            observed = np.concatenate(series)
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
-                observed = np.concatenate([t["alpha"][f] / _onset_base(t["alpha"], f)
-                                           for t, f in zip(tables, fitted_masks)])
+                observed = np.concatenate([x[f] / _onset_base(x, f) for x, f in zip(series, fitted_masks)])
             observed = observed[(observed > 0) & (observed <= 1)]
-        current_g = float(params[onset_name])
+        current_g = float(params[onset_name] if params[onset_name] is not None else _GROK_RATIO[params["onset"]])
         grid_g = _grid(observed, current_g) if onset_name in search else np.array([current_g])
         grid_a = (_grid(np.concatenate([t["layer_alpha"].ravel() for t in tables]), params["alpha_anti"])
                   if "alpha_anti" in search else np.array([float(params["alpha_anti"])]))
@@ -883,8 +925,7 @@ class PhaseClassifier:
                               "false alarm; fitting on agreement alone.", UserWarning, stacklevel=2)
                 constrained = False
         grok_ev = []  # onset evidence of every candidate, (G, n) per run; independent of patience
-        for table, fit_mask in zip(tables, fitted_masks):
-            a = table["alpha"]
+        for a, fit_mask in zip(series, fitted_masks):
             limit = grid_g if absolute else grid_g * _onset_base(a, fit_mask)
             with np.errstate(invalid="ignore"):
                 grok_ev.append(fit_mask[None, :] & (a[None, :] <= limit[:, None]))
@@ -908,7 +949,8 @@ class PhaseClassifier:
             key = (float(top), -float(dist[i, j]))
             if best_key is None or key > best_key:
                 best_key = key
-                best = {"grok_ratio": float(params["grok_ratio"]) if absolute else float(grid_g[i]),
+                best = {"grok_ratio": _GROK_RATIO["alpha"] if absolute and params["grok_ratio"] is None
+                        else float(params["grok_ratio"]) if absolute else float(grid_g[i]),
                         "alpha_grok": float(grid_g[i]) if absolute else None, "alpha_anti": float(combos[j][0]),
                         "min_traps": int(combos[j][1]), "anti_rule": combos[j][2], "norm_ratio": combos[j][3],
                         "patience": p}
@@ -939,8 +981,21 @@ def _onset_base(alpha: np.ndarray, fitted: np.ndarray) -> float:
     return float(np.median(window)) if window.size else math.nan
 
 
+def _onset_series(table: Mapping[str, np.ndarray], onset: str) -> np.ndarray:
+    """The per-checkpoint series the grokking rule reads: the mean alpha, or the smallest layer stable rank."""
+    if onset == "alpha":
+        return table["alpha"]
+    sr = np.asarray(table["layer_stable_rank"], dtype=np.float64)
+    if not np.isfinite(sr).any():
+        raise ValueError("onset='stable_rank' needs each layer's stable rank, and the feature table has none. "
+                         "Pass a Trajectory (analyze_checkpoints records it), include 'layer_stable_rank' "
+                         "(layers x checkpoints) or 'stable_rank' in the mapping, or use onset='alpha'.")
+    with np.errstate(invalid="ignore"), _quiet_nanmean():
+        return np.nanmin(sr, axis=0)
+
+
 def _grok_limit(alpha: np.ndarray, fitted: np.ndarray, rules: Mapping[str, Any]) -> float:
-    """The mean alpha at or below which a fitted checkpoint is grokking (absolute, or relative to the onset base)."""
+    """The onset value at or below which a fitted checkpoint is grokking (absolute, or relative to the onset base)."""
     if rules.get("alpha_grok") is not None:
         return float(rules["alpha_grok"])
     return float(rules["grok_ratio"]) * _onset_base(alpha, fitted)
