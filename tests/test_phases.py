@@ -525,7 +525,7 @@ def test_stable_rank_onset_reads_the_smaller_layer_stable_rank():
              "layer_stable_rank": np.array([[50.0, 49.0, 48.0, 45.0, 41.0, 30.0, 20.0],
                                             [60.0, 60.0, 60.0, 60.0, 60.0, 60.0, 60.0]])}
     sr = PhaseClassifier(onset="stable_rank")
-    assert sr._rules()["grok_ratio"] == 0.85 and PhaseClassifier()._rules()["grok_ratio"] == 0.78
+    assert sr.evidence(table)["onset"] == "stable_rank" and PhaseClassifier().evidence(table)["onset"] == "alpha"
     assert sr.predict(table).tolist() == [PRE] * 4 + [GROK] * 3
     assert PhaseClassifier(onset="stable_rank", grok_ratio=0.92).predict(table).tolist() == [PRE] * 3 + [GROK] * 4
     assert PhaseClassifier().predict(table).tolist() == [PRE] * n
@@ -542,11 +542,29 @@ def test_stable_rank_onset_reads_the_smaller_layer_stable_rank():
     assert sr.predict(one).tolist() == [PRE] * 4 + [GROK] * 3
 
 
+def test_auto_onset_uses_the_stable_rank_when_the_features_have_it():
+    n = 7
+    with_sr = {"alpha": np.full(n, 5.0), "n_traps": np.zeros(n), "train_acc": [0.5, 0.9, 1, 1, 1, 1, 1],
+               "stable_rank": [50.0, 49.0, 48.0, 45.0, 41.0, 30.0, 20.0]}
+    alpha_only = {k: with_sr[k] for k in ("alpha", "n_traps", "train_acc")}
+    auto = PhaseClassifier(onset="auto")
+    assert auto.evidence(with_sr)["onset"] == "stable_rank"
+    assert auto.predict(with_sr).tolist() == PhaseClassifier(onset="stable_rank").predict(with_sr).tolist()
+    assert auto.evidence(alpha_only)["onset"] == "alpha"
+    assert auto.predict(alpha_only).tolist() == PhaseClassifier(onset="alpha").predict(alpha_only).tolist()
+    # an absolute alpha threshold means the alpha onset, whatever else the table has
+    assert PhaseClassifier(onset="auto", alpha_grok=3.45).evidence(with_sr)["onset"] == "alpha"
+    # fit under "auto" calibrates the ratio of the onset it resolves to
+    lab = PhaseClassifier(onset="stable_rank").predict(with_sr)
+    fitted = PhaseClassifier(onset="auto").fit([with_sr], [lab], params=["grok_ratio"])
+    assert fitted.train_agreement_ == 1.0 and 41 / 49 <= fitted.thresholds_["grok_ratio"] < 45 / 49
+
+
 def test_stable_rank_onset_errors_name_the_fix():
     feats = _table([6.0, 4.2, 4.0, 2.9, 1.1], [0, 0, 0, 0, 8], [0.5, 0.9, 1, 1, 1])
     with pytest.raises(ValueError, match=r"onset='stable_rank' needs each layer's stable rank.*or use onset='alpha'"):
         PhaseClassifier(onset="stable_rank").predict(feats)
-    with pytest.raises(ValueError, match=r"onset must be one of \('alpha', 'stable_rank'\); got 'sr'"):
+    with pytest.raises(ValueError, match=r"onset must be one of \('auto', 'alpha', 'stable_rank'\); got 'sr'"):
         PhaseClassifier(onset="sr").predict(feats)
     with pytest.raises(ValueError, match=r"alpha_grok is an absolute mean alpha, so it needs onset='alpha'"):
         PhaseClassifier(onset="stable_rank", alpha_grok=3.45).predict(feats)

@@ -201,7 +201,7 @@ def phase_agreement(predicted: Any, reference: Any) -> float:
 # ----------------------------------------------------------------------------- classifier
 _ANTI_RULES = ("both", "either", "traps", "alpha")
 #: Onset series the grokking rule can read, and the calibrated ``grok_ratio`` of each (docs/phases.md).
-_ONSETS = ("alpha", "stable_rank")
+_ONSETS = ("auto", "alpha", "stable_rank")
 _GROK_RATIO = {"alpha": 0.78, "stable_rank": 0.85}
 _PARAM_NAMES = ("causal", "onset", "grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience",
                 "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
@@ -301,10 +301,12 @@ class PhaseClassifier:
     ----------
     causal : bool, default False
         Label each checkpoint from the checkpoints up to it only.
-    onset : {"alpha", "stable_rank"}, default "alpha"
+    onset : {"alpha", "stable_rank", "auto"}, default "alpha"
         The series the grokking rule reads: the mean alpha of the analysed layers, or the
         smallest of their stable ranks (needs the per-layer ``stable_rank``, which
-        :func:`analyze_checkpoints` records).
+        :func:`analyze_checkpoints` records). "auto": the stable rank when the features
+        have it (a Trajectory or a Monitor history always does), else alpha; alpha when
+        ``alpha_grok`` is set. :meth:`evidence` reports the one used.
     grok_ratio : float or None, default None
         Grokking starts when the onset series is at most this fraction of its value when
         the training set was first fitted. None: the onset's calibrated value, 0.78 for
@@ -431,7 +433,7 @@ class PhaseClassifier:
         if g is not None and (isinstance(g, bool) or not isinstance(g, numbers.Real) or not (0 < g <= 1)):
             raise ValueError(f"grok_ratio must be None (the onset's calibrated default) or in (0, 1] (the onset "
                              f"series falls as a run groks); got {g!r}.")
-        if p["alpha_grok"] is not None and p["onset"] != "alpha":
+        if p["alpha_grok"] is not None and p["onset"] == "stable_rank":
             raise ValueError(f"alpha_grok is an absolute mean alpha, so it needs onset='alpha'; got "
                              f"onset={p['onset']!r}. Drop alpha_grok, or set onset='alpha'.")
         if p["alpha_grok"] is not None and p["alpha_anti"] > p["alpha_grok"]:
@@ -459,8 +461,6 @@ class PhaseClassifier:
         p = self._validated()
         rules = {k: p[k] for k in _FITTED}
         rules["onset"] = p["onset"]
-        if rules["grok_ratio"] is None:
-            rules["grok_ratio"] = _GROK_RATIO[p["onset"]]
         fitted = self.__dict__.get("thresholds_")
         if fitted is not None:
             rules.update(fitted)
@@ -620,6 +620,7 @@ class PhaseClassifier:
     def _layer_rules(table: Mapping[str, np.ndarray], rules: Mapping[str, Any], use_train_acc: bool,
                      train_threshold: float) -> dict[str, np.ndarray]:
         """The rules' parts: fitted and grokking per checkpoint; signature and norm gate per layer."""
+        rules = _for_table(rules, table)
         a, tr = _onset_series(table, rules["onset"]), table["train_acc"]
         la, lk = table["layer_alpha"], table["layer_n_traps"]
         with np.errstate(invalid="ignore"):
@@ -651,7 +652,8 @@ class PhaseClassifier:
         dict
             ``"step"`` (n,); ``"layers"``: the analysed layer names (for a Trajectory; else
             ``["layer0", ...]``); ``"fitted"`` and ``"grokking"`` (n,) bool: the training set
-            counts as fitted / the grokking rule holds; ``"onset_ratio"`` (n,): the onset
+            counts as fitted / the grokking rule holds; ``"onset"``: the onset series used
+            (``"alpha"`` or ``"stable_rank"``, ``onset="auto"`` resolved); ``"onset_ratio"`` (n,): the onset
             series (mean alpha, or the smallest layer stable rank) over its value when the
             training set was first fitted, which the grokking rule compares with ``grok_ratio``
             (NaN before any checkpoint is fitted); ``"layer_signature"`` (L, n) bool: the
@@ -669,7 +671,7 @@ class PhaseClassifier:
         ([[False, True, True]], [[False, False, True]], [False, False, True])
         """
         table = self.features(data)
-        rules = self._rules()
+        rules = _for_table(self._rules(), table)
         parts = self._layer_rules(table, rules, self.use_train_acc, self.train_threshold)
         norm = table["layer_norm"]
         onset = _onset_series(table, rules["onset"])
@@ -681,7 +683,8 @@ class PhaseClassifier:
         else:
             layers = [f"layer{i}" for i in range(norm.shape[0])]
         anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
-        return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "onset_ratio": onset_ratio,
+        return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "onset": rules["onset"],
+                "onset_ratio": onset_ratio,
                 "grokking": parts["grokking"],
                 "layer_signature": parts["layer_signature"], "layer_norm_ratio": ratio,
                 "layer_gate": parts["layer_gate"], "anti_grokking": anti}
@@ -741,7 +744,7 @@ class PhaseClassifier:
         ndarray of float, shape (n_checkpoints,)
         """
         table = self.features(data)
-        rules = self._rules()
+        rules = _for_table(self._rules(), table)
         rank = self._predict_table(table, bool(self.causal))
         a, tr = _onset_series(table, rules["onset"]), table["train_acc"]
         s = float(self.alpha_scale)
@@ -881,14 +884,15 @@ class PhaseClassifier:
         absolute = params["alpha_grok"] is not None
         onset_name = "alpha_grok" if absolute else "grok_ratio"
         fitted_masks = [_fitted_mask(t["train_acc"], self.use_train_acc, self.train_threshold) for t in tables]
-        series = [_onset_series(t, params["onset"]) for t in tables]
+        resolved = [_for_table({**params, "onset": params["onset"]}, t) for t in tables]
+        series = [_onset_series(t, r["onset"]) for t, r in zip(tables, resolved)]
         if absolute:
             observed = np.concatenate(series)
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
                 observed = np.concatenate([x[f] / _onset_base(x, f) for x, f in zip(series, fitted_masks)])
             observed = observed[(observed > 0) & (observed <= 1)]
-        current_g = float(params[onset_name] if params[onset_name] is not None else _GROK_RATIO[params["onset"]])
+        current_g = float(params[onset_name] if params[onset_name] is not None else resolved[0]["grok_ratio"])
         grid_g = _grid(observed, current_g) if onset_name in search else np.array([current_g])
         grid_a = (_grid(np.concatenate([t["layer_alpha"].ravel() for t in tables]), params["alpha_anti"])
                   if "alpha_anti" in search else np.array([float(params["alpha_anti"])]))
@@ -949,8 +953,7 @@ class PhaseClassifier:
             key = (float(top), -float(dist[i, j]))
             if best_key is None or key > best_key:
                 best_key = key
-                best = {"grok_ratio": _GROK_RATIO["alpha"] if absolute and params["grok_ratio"] is None
-                        else float(params["grok_ratio"]) if absolute else float(grid_g[i]),
+                best = {"grok_ratio": float(resolved[0]["grok_ratio"]) if absolute else float(grid_g[i]),
                         "alpha_grok": float(grid_g[i]) if absolute else None, "alpha_anti": float(combos[j][0]),
                         "min_traps": int(combos[j][1]), "anti_rule": combos[j][2], "norm_ratio": combos[j][3],
                         "patience": p}
@@ -979,6 +982,22 @@ def _onset_base(alpha: np.ndarray, fitted: np.ndarray) -> float:
     window = alpha[max(0, int(hit[0]) - 2): int(hit[0]) + 1]
     window = window[np.isfinite(window)]
     return float(np.median(window)) if window.size else math.nan
+
+
+def _for_table(rules: Mapping[str, Any], table: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """``rules`` with ``onset="auto"`` and ``grok_ratio=None`` resolved for this feature table.
+
+    "auto": the stable rank when the table has one for some layer (a Trajectory always does),
+    else alpha; always alpha when an absolute ``alpha_grok`` is set. ``grok_ratio`` None: the
+    calibrated ratio of the resolved onset.
+    """
+    out = dict(rules)
+    if out["onset"] == "auto":
+        has_sr = "layer_stable_rank" in table and np.isfinite(np.asarray(table["layer_stable_rank"], float)).any()
+        out["onset"] = "stable_rank" if has_sr and out.get("alpha_grok") is None else "alpha"
+    if out["grok_ratio"] is None:
+        out["grok_ratio"] = _GROK_RATIO[out["onset"]]
+    return out
 
 
 def _onset_series(table: Mapping[str, np.ndarray], onset: str) -> np.ndarray:
