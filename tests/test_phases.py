@@ -525,10 +525,12 @@ def test_stable_rank_onset_reads_the_smaller_layer_stable_rank():
              "layer_stable_rank": np.array([[50.0, 49.0, 48.0, 45.0, 41.0, 30.0, 20.0],
                                             [60.0, 60.0, 60.0, 60.0, 60.0, 60.0, 60.0]])}
     sr = PhaseClassifier(onset="stable_rank")
-    assert sr.evidence(table)["onset"] == "stable_rank" and PhaseClassifier().evidence(table)["onset"] == "alpha"
+    assert sr.evidence(table)["onset"] == "stable_rank"
+    assert PhaseClassifier(onset="alpha").evidence(table)["onset"] == "alpha"
+    assert PhaseClassifier().evidence(table)["onset"] == "stable_rank"  # the default "auto", stable ranks known
     assert sr.predict(table).tolist() == [PRE] * 4 + [GROK] * 3
     assert PhaseClassifier(onset="stable_rank", grok_ratio=0.92).predict(table).tolist() == [PRE] * 3 + [GROK] * 4
-    assert PhaseClassifier().predict(table).tolist() == [PRE] * n
+    assert PhaseClassifier(onset="alpha").predict(table).tolist() == [PRE] * n
     ev = sr.evidence(table)
     np.testing.assert_allclose(ev["onset_ratio"], [50 / 49, 1.0, 48 / 49, 45 / 49, 41 / 49, 30 / 49, 20 / 49])
     conf = sr.confidence(table)

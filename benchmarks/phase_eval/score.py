@@ -13,16 +13,17 @@ user would (``analyze_checkpoints(DIR, rng=0)``: centred traps, the library's de
 labelled by four classifiers, all in causal mode (each label uses only the checkpoints up
 to it; with patience 1 the offline labels are the same):
 
-- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v4: anti rule
-  "either", 2 traps, norm gate 1.5 x; adopted by the rule written in ``v4_preregistration.md``);
+- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v5: grokking onset
+  from the smaller layer stable rank at 0.85 x its value at fitting; anti rule "either", 2 traps,
+  norm gate 1.5 x; adopted by the rule written in ``v5_preregistration.md``);
 - ``fitted-onset``: ``.fit(..., params=["grok_ratio"])`` on the runs whose role is ``tuning``
   (seed 0) only: the grokking-onset threshold calibrated, the anti-grokking rule as in theory;
 - ``fitted-all``: ``.fit(...)`` of every threshold on the same tuning runs;
 - ``v2``: an earlier default (anti rule "both", 1 trap), frozen at commit 360ae1e;
 - ``v3``: anti rule "either", 2 traps, norm gate 1.0 x the initial norm (the default from
-  ``v3_preregistration.md`` until v4, the default, was adopted);
-- ``v5``: v4 with the grokking onset read from the smaller layer stable rank (``onset=
-  "stable_rank"``, ``grok_ratio=0.85``), the candidate of ``v5_preregistration.md``;
+  ``v3_preregistration.md`` until v4 was adopted);
+- ``v4``: v5 with the grokking onset read from the mean alpha (``onset="alpha"``, ratio 0.78),
+  the default from ``v4_preregistration.md`` until v5 was adopted;
 then applied unchanged to every run.
 
 The reference is ``phases_from_accuracy`` with its defaults (it reads the test accuracy; no
@@ -123,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         classifiers["fitted-onset"] = PhaseClassifier(causal=True).fit(xs, ys, params=["grok_ratio"])
         classifiers["fitted-all"] = PhaseClassifier(causal=True).fit(xs, ys)
     # v2 (frozen at commit 360ae1e, default until v3 was adopted by the rule of v3_preregistration.md)
-    classifiers["v2"] = PhaseClassifier(causal=True, anti_rule="both", min_traps=1, norm_ratio=1.0)
+    classifiers["v2"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="both", min_traps=1, norm_ratio=1.0)
     # v3 (adopted by v3_preregistration.md; replaced by v4, the default, by v4_preregistration.md)
-    classifiers["v3"] = PhaseClassifier(causal=True, anti_rule="either", min_traps=2, norm_ratio=1.0)
-    # v5 candidate (v5_preregistration.md): v4 with the grokking onset read from the smaller layer stable rank
-    classifiers["v5"] = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85)
+    classifiers["v3"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.0)
+    # v4 (adopted by v4_preregistration.md; replaced by v5, the default, by v5_preregistration.md)
+    classifiers["v4"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.5)
     fitted = {k: v.thresholds_ for k, v in classifiers.items() if k.startswith("fitted")}
     (RESULTS / "fitted_v2.json").write_text(json.dumps(fitted, indent=2) + "\n")
 

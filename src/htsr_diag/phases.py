@@ -203,8 +203,8 @@ _ANTI_RULES = ("both", "either", "traps", "alpha")
 #: Onset series the grokking rule can read, and the calibrated ``grok_ratio`` of each (docs/phases.md).
 _ONSETS = ("auto", "alpha", "stable_rank")
 _GROK_RATIO = {"alpha": 0.78, "stable_rank": 0.85}
-_PARAM_NAMES = ("causal", "onset", "grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience",
-                "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
+_PARAM_NAMES = ("causal", "onset", "grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio",
+                "patience", "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
 _FITTED = ("grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience")
 #: Per-layer feature keys of a feature table, each of shape (n_layers, n_checkpoints).
 LAYER_FEATURES: tuple[str, ...] = ("layer_alpha", "layer_n_traps", "layer_norm", "layer_stable_rank")
@@ -257,13 +257,17 @@ class PhaseClassifier:
 
     Rules (HTSR theory, Prakash & Martin 2025 and Omnigrok; docs/phases.md). A run starts
     pre-grokking. It is *grokking* once the training set is fitted
-    (``train_acc >= train_threshold``, when known) and the mean alpha of the analysed
-    layers has fallen to ``grok_ratio`` times its value when the training set was first
-    fitted (the median of that checkpoint and the two before it): the layers have left
-    the random-like spectrum of memorisation for the heavier tail of learned features.
-    The study's mean alpha falls from 4.0 (pre-grokking) to 2.9 (grokking), a ratio of
-    0.73; the fast preset's onset is calibrated below. A relative rule does not depend on
-    the absolute alpha levels of a model or recipe; ``alpha_grok`` sets an absolute
+    (``train_acc >= train_threshold``, when known) and the smaller stable rank
+    ``||W||_F^2 / ||W||_2^2`` of the analysed layers has fallen to ``grok_ratio`` (0.85)
+    times its value when the training set was first fitted (the median of that checkpoint
+    and the two before it): learned directions have separated from the random-like bulk
+    of memorisation. Features without stable ranks (a hand-made mapping) use the mean
+    alpha instead (``onset="auto"``), at 0.78 times its value at fitting: the study's mean
+    alpha falls from 4.0 (pre-grokking) to 2.9 (grokking), a ratio of 0.73. Before grokking
+    the spectra are Marchenko-Pastur-like and the power-law fit returns large, jumpy alphas
+    (9-24 in the fast preset), which made the alpha onset (v4) late or early by several
+    checkpoints in some runs; the stable rank needs no fit. A relative rule does not depend
+    on the absolute levels of a model or recipe; ``alpha_grok`` sets an absolute alpha
     threshold instead. It is *anti-grokking* once the training set is fitted
     and some analysed layer shows the over-fitting signature at once:
 
@@ -286,14 +290,6 @@ class PhaseClassifier:
     streak), so it can run during training; otherwise the switch is dated back to the
     first checkpoint of the streak.
 
-    The grokking onset can instead read the *stable rank* (``onset="stable_rank"``): a run
-    is grokking once the smaller stable rank ``||W||_F^2 / ||W||_2^2`` of the analysed layers
-    has fallen to ``grok_ratio`` (0.85) times its value when the training set was first
-    fitted. Before grokking the spectra are Marchenko-Pastur-like and the power-law fit
-    returns large, jumpy alphas (9-24 in the fast preset), which makes the alpha onset late
-    or early by several checkpoints in some runs; the stable rank needs no fit and falls as
-    learned directions leave the bulk. Pre-registered as "v5" (docs/phases.md).
-
     The defaults work without fitting; :meth:`fit` calibrates the thresholds on labelled
     runs (labels from :func:`phases_from_accuracy`) by an exhaustive search.
 
@@ -301,12 +297,14 @@ class PhaseClassifier:
     ----------
     causal : bool, default False
         Label each checkpoint from the checkpoints up to it only.
-    onset : {"alpha", "stable_rank", "auto"}, default "alpha"
+    onset : {"auto", "alpha", "stable_rank"}, default "auto"
         The series the grokking rule reads: the mean alpha of the analysed layers, or the
         smallest of their stable ranks (needs the per-layer ``stable_rank``, which
         :func:`analyze_checkpoints` records). "auto": the stable rank when the features
         have it (a Trajectory or a Monitor history always does), else alpha; alpha when
-        ``alpha_grok`` is set. :meth:`evidence` reports the one used.
+        ``alpha_grok`` is set. :meth:`evidence` reports the one used. The stable-rank
+        onset was pre-registered as "v5" and adopted after scoring on fresh runs
+        (docs/phases.md); ``onset="alpha"`` is the v4 rule.
     grok_ratio : float or None, default None
         Grokking starts when the onset series is at most this fraction of its value when
         the training set was first fitted. None: the onset's calibrated value, 0.78 for
@@ -367,7 +365,7 @@ class PhaseClassifier:
     ['pre-grokking', 'pre-grokking', 'grokking', 'grokking', 'anti-grokking']
     """
 
-    def __init__(self, *, causal: bool = False, onset: str = "alpha", grok_ratio: float | None = None,
+    def __init__(self, *, causal: bool = False, onset: str = "auto", grok_ratio: float | None = None,
                  alpha_grok: float | None = None,
                  alpha_anti: float = 2.0,
                  min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.5,
