@@ -14,6 +14,7 @@ matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
 
 from htsr_diag import plot  # noqa: E402
+from htsr_diag.phases import PhaseClassifier  # noqa: E402
 from htsr_diag.report import (  # noqa: E402
     RunReport,
     check_run_dir,
@@ -268,8 +269,10 @@ def test_report_tables_are_consistent_with_the_trajectory(report, run_dir):
     traj = Trajectory.from_json(report.files["trajectory_json"])
     assert traj.steps.tolist() == steps
     rows = report.files["phases_csv"].read_text().splitlines()
-    assert rows[0].split(",") == ["step", "train_acc", "test_acc", "mean_alpha", "n_traps", "predicted",
-                                  "confidence", "from_accuracy"]
+    assert rows[0].split(",") == ["step", "train_acc", "test_acc", "mean_alpha", "n_traps", "onset_ratio",
+                                  "predicted", "confidence", "from_accuracy"]
+    onset = PhaseClassifier().evidence(traj)["onset_ratio"]
+    np.testing.assert_allclose([float(r.split(",")[5]) for r in rows[1:]], onset, rtol=1e-5)
     assert [int(r.split(",")[0]) for r in rows[1:]] == steps
     summary = json.loads(report.files["summary_json"].read_text())
     assert summary["n_checkpoints"] == len(steps)

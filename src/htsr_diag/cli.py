@@ -150,7 +150,8 @@ def _cmd_phases(args: argparse.Namespace) -> int:
     if args.json:
         rows = [{"step": int(steps[i]), "train_acc": _num(tr[i]), "test_acc": _num(te[i]),
                  "mean_alpha": _num(table["alpha"][i]), "n_traps": _num(table["n_traps"][i]),
-                 "onset_ratio": _num(ev["onset_ratio"][i]), "predicted": str(predicted[i]), "from_accuracy": None if ref is None else str(ref[i]),
+                 "onset_ratio": _num(ev["onset_ratio"][i]), "predicted": str(predicted[i]),
+                 "from_accuracy": None if ref is None else str(ref[i]),
                  "layers": {name: {"alpha": _num(table["layer_alpha"][j, i]),
                                    "n_traps": _num(table["layer_n_traps"][j, i]),
                                    "stable_rank": _num(table["layer_stable_rank"][j, i]),
@@ -167,7 +168,8 @@ def _cmd_phases(args: argparse.Namespace) -> int:
         for i in range(steps.size):
             _out(f"{int(steps[i]):>10}  {_fmt(float(tr[i])):>6}  {_fmt(float(te[i])):>6}  "
                  f"{_fmt(float(table['alpha'][i]), 2):>6}  {_fmt(float(table['n_traps'][i]), 0):>5}  "
-                 f"{_fmt(float(ev['onset_ratio'][i]), 2):>5}  {predicted[i]:<14}  {'' if ref is None else ref[i]:<14}  {signature(i)}".rstrip())
+                 f"{_fmt(float(ev['onset_ratio'][i]), 2):>5}  {predicted[i]:<14}  "
+                 f"{'' if ref is None else ref[i]:<14}  {signature(i)}".rstrip())
         _out(f"onset: the {onset_name} over its value when the training set was first fitted; grokking once "
              f"fitted and <= {grok_ratio:g}")
         _out(f"anti-grokking alarm (causal): {'none' if alarm is None else f'step {alarm}'}")
