@@ -528,6 +528,8 @@ def test_stable_rank_onset_reads_the_smaller_layer_stable_rank():
     assert sr.evidence(table)["onset"] == "stable_rank"
     assert PhaseClassifier(onset="alpha").evidence(table)["onset"] == "alpha"
     assert PhaseClassifier().evidence(table)["onset"] == "stable_rank"  # the default "auto", stable ranks known
+    assert sr.evidence(table)["grok_ratio"] == 0.85
+    assert PhaseClassifier(onset="alpha").evidence(table)["grok_ratio"] == 0.78
     assert sr.predict(table).tolist() == [PRE] * 4 + [GROK] * 3
     assert PhaseClassifier(onset="stable_rank", grok_ratio=0.92).predict(table).tolist() == [PRE] * 3 + [GROK] * 4
     assert PhaseClassifier(onset="alpha").predict(table).tolist() == [PRE] * n

@@ -121,7 +121,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_phases(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .phases import _GROK_RATIO, PhaseClassifier
+    from .phases import PhaseClassifier
     from .report import _finite_labels
     from .trajectory import analyze_checkpoints
 
@@ -138,7 +138,7 @@ def _cmd_phases(args: argparse.Namespace) -> int:
     alarm = PhaseClassifier(causal=True).transition_steps(traj).get("anti-grokking")
     ev = clf.evidence(traj)
     held_back = ev["layer_signature"] & ~ev["layer_gate"]  # (L, n): the signature, stopped by the norm gate
-    grok_ratio = clf.grok_ratio if clf.grok_ratio is not None else _GROK_RATIO[ev["onset"]]
+    grok_ratio = ev["grok_ratio"]
     onset_name = {"stable_rank": "smaller layer stable rank", "alpha": "mean alpha"}[ev["onset"]]
 
     def signature(i: int) -> str:

@@ -313,8 +313,8 @@ class PhaseClassifier:
         rank (the middle of the flat range 0.80-0.88 on seeds 0-23; docs/phases.md).
     alpha_grok : float or None, default None
         An absolute mean alpha at or below which a fitted run is grokking, used instead of
-        ``grok_ratio`` when set (``onset="alpha"`` only) (e.g. 3.45, the midpoint of the study's pre-grokking 4.0
-        and grokking 2.9).
+        ``grok_ratio`` when set, with the alpha onset only (e.g. 3.45, the midpoint of the
+        study's pre-grokking 4.0 and grokking 2.9).
     alpha_anti : float, default 2.0
         Layer alpha below which a layer is over-fit (HTSR: alpha < 2; the study's midpoint
         of grokking 2.9 and anti-grokking 1.1 is also 2.0).
@@ -651,11 +651,11 @@ class PhaseClassifier:
             ``"step"`` (n,); ``"layers"``: the analysed layer names (for a Trajectory; else
             ``["layer0", ...]``); ``"fitted"`` and ``"grokking"`` (n,) bool: the training set
             counts as fitted / the grokking rule holds; ``"onset"``: the onset series used
-            (``"alpha"`` or ``"stable_rank"``, ``onset="auto"`` resolved); ``"onset_ratio"`` (n,): the onset
-            series (mean alpha, or the smallest layer stable rank) over its value when the
-            training set was first fitted, which the grokking rule compares with ``grok_ratio``
-            (NaN before any checkpoint is fitted); ``"layer_signature"`` (L, n) bool: the
-            layer shows the over-fitting signature (``anti_rule`` on ``alpha_anti`` and
+            (``"alpha"`` or ``"stable_rank"``; ``"auto"`` resolved); ``"onset_ratio"`` (n,):
+            that series (mean alpha, or the smallest layer stable rank) over its value when
+            the training set was first fitted (NaN before any checkpoint is fitted), which the
+            grokking rule compares with ``"grok_ratio"`` (the ratio in use, None resolved);
+            ``"layer_signature"`` (L, n) bool: the layer shows the over-fitting signature (``anti_rule`` on ``alpha_anti`` and
             ``min_traps``), whatever its norm; ``"layer_norm_ratio"`` (L, n): its norm over
             its first norm; ``"layer_gate"`` (L, n) bool: it passes the norm gate;
             ``"anti_grokking"`` (n,) bool: fitted and some layer has both. A signature held
@@ -682,7 +682,7 @@ class PhaseClassifier:
             layers = [f"layer{i}" for i in range(norm.shape[0])]
         anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
         return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "onset": rules["onset"],
-                "onset_ratio": onset_ratio,
+                "onset_ratio": onset_ratio, "grok_ratio": float(rules["grok_ratio"]),
                 "grokking": parts["grokking"],
                 "layer_signature": parts["layer_signature"], "layer_norm_ratio": ratio,
                 "layer_gate": parts["layer_gate"], "anti_grokking": anti}
@@ -882,7 +882,7 @@ class PhaseClassifier:
         absolute = params["alpha_grok"] is not None
         onset_name = "alpha_grok" if absolute else "grok_ratio"
         fitted_masks = [_fitted_mask(t["train_acc"], self.use_train_acc, self.train_threshold) for t in tables]
-        resolved = [_for_table({**params, "onset": params["onset"]}, t) for t in tables]
+        resolved = [_for_table(params, t) for t in tables]
         series = [_onset_series(t, r["onset"]) for t, r in zip(tables, resolved)]
         if absolute:
             observed = np.concatenate(series)
