@@ -203,8 +203,8 @@ _ANTI_RULES = ("both", "either", "traps", "alpha")
 #: Onset series the grokking rule can read, and the calibrated ``grok_ratio`` of each (docs/phases.md).
 _ONSETS = ("auto", "alpha", "stable_rank")
 _GROK_RATIO = {"alpha": 0.78, "stable_rank": 0.85}
-_PARAM_NAMES = ("causal", "onset", "grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio",
-                "patience", "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
+_PARAM_NAMES = ("causal", "onset", "grok_ratio", "shrink_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule",
+                "norm_ratio", "patience", "use_train_acc", "train_threshold", "layers", "min_layer_dim", "alpha_scale")
 _FITTED = ("grok_ratio", "alpha_grok", "alpha_anti", "min_traps", "anti_rule", "norm_ratio", "patience")
 #: Per-layer feature keys of a feature table, each of shape (n_layers, n_checkpoints).
 LAYER_FEATURES: tuple[str, ...] = ("layer_alpha", "layer_n_traps", "layer_norm", "layer_stable_rank")
@@ -366,7 +366,7 @@ class PhaseClassifier:
     """
 
     def __init__(self, *, causal: bool = False, onset: str = "auto", grok_ratio: float | None = None,
-                 alpha_grok: float | None = None,
+                 shrink_ratio: float | None = None, alpha_grok: float | None = None,
                  alpha_anti: float = 2.0,
                  min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.5,
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
@@ -375,6 +375,7 @@ class PhaseClassifier:
         self.causal = causal
         self.onset = onset
         self.grok_ratio = grok_ratio
+        self.shrink_ratio = shrink_ratio
         self.alpha_grok = alpha_grok
         self.alpha_anti = alpha_anti
         self.min_traps = min_traps
@@ -431,6 +432,10 @@ class PhaseClassifier:
         if g is not None and (isinstance(g, bool) or not isinstance(g, numbers.Real) or not (0 < g <= 1)):
             raise ValueError(f"grok_ratio must be None (the onset's calibrated default) or in (0, 1] (the onset "
                              f"series falls as a run groks); got {g!r}.")
+        sr = p["shrink_ratio"]
+        if sr is not None and (isinstance(sr, bool) or not isinstance(sr, numbers.Real) or not (0 < sr < 1)):
+            raise ValueError(f"shrink_ratio must be None (no norm onset) or in (0, 1) (the fraction of its norm at "
+                             f"fitting that every layer must have shrunk to); got {sr!r}.")
         if p["alpha_grok"] is not None and p["onset"] == "stable_rank":
             raise ValueError(f"alpha_grok is an absolute mean alpha, so it needs onset='alpha'; got "
                              f"onset={p['onset']!r}. Drop alpha_grok, or set onset='alpha'.")
@@ -459,6 +464,7 @@ class PhaseClassifier:
         p = self._validated()
         rules = {k: p[k] for k in _FITTED}
         rules["onset"] = p["onset"]
+        rules["shrink_ratio"] = p["shrink_ratio"]
         fitted = self.__dict__.get("thresholds_")
         if fitted is not None:
             rules.update(fitted)
@@ -627,7 +633,8 @@ class PhaseClassifier:
             trap = lk >= rules["min_traps"]
             signature = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
             limit = _grok_limit(a, fitted, rules)
-            return {"fitted": fitted, "grokking": fitted & (a <= limit), "layer_signature": signature,
+            shrunk = _shrunk(table["layer_norm"], fitted, rules.get("shrink_ratio"))
+            return {"fitted": fitted, "grokking": fitted & ((a <= limit) | shrunk), "layer_signature": signature,
                     "layer_gate": _norm_gate(table["layer_norm"], rules["norm_ratio"])}
 
     @staticmethod
@@ -655,7 +662,11 @@ class PhaseClassifier:
             that series (mean alpha, or the smallest layer stable rank) over its value when
             the training set was first fitted (NaN before any checkpoint is fitted), which the
             grokking rule compares with ``"grok_ratio"`` (the ratio in use, None resolved);
-            ``"layer_signature"`` (L, n) bool: the layer shows the over-fitting signature (``anti_rule`` on ``alpha_anti`` and
+            ``"layer_shrink"`` (L, n): each layer's norm over its norm when the training set
+            was first fitted; ``"shrink_ratio"``: the norm onset's ratio (None: off);
+            ``"shrunk"`` (n,) bool: every layer is at or below it (the grokking rule holds
+            when the onset series or this says so); ``"layer_signature"`` (L, n) bool: the
+            layer shows the over-fitting signature (``anti_rule`` on ``alpha_anti`` and
             ``min_traps``), whatever its norm; ``"layer_norm_ratio"`` (L, n): its norm over
             its first norm; ``"layer_gate"`` (L, n) bool: it passes the norm gate;
             ``"anti_grokking"`` (n,) bool: fitted and some layer has both. A signature held
@@ -681,8 +692,12 @@ class PhaseClassifier:
         else:
             layers = [f"layer{i}" for i in range(norm.shape[0])]
         anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
+        shrink = rules["shrink_ratio"]
         return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "onset": rules["onset"],
                 "onset_ratio": onset_ratio, "grok_ratio": float(rules["grok_ratio"]),
+                "layer_shrink": _shrink_table(norm, parts["fitted"]),
+                "shrink_ratio": None if shrink is None else float(shrink),
+                "shrunk": _shrunk(norm, parts["fitted"], shrink),
                 "grokking": parts["grokking"],
                 "layer_signature": parts["layer_signature"], "layer_norm_ratio": ratio,
                 "layer_gate": parts["layer_gate"], "anti_grokking": anti}
@@ -751,6 +766,11 @@ class PhaseClassifier:
             limit = _grok_limit(a, fitted, rules)
             unit = s if rules["onset"] == "alpha" else 0.05 * _onset_base(a, fitted)
             m_grok = (limit - a) / unit    # > 0: the onset series says "past pre-grokking"
+            if rules["shrink_ratio"] is not None:  # or every layer's norm has shrunk far enough (units of 5%)
+                with _quiet_nanmean():
+                    worst = np.nanmax(_shrink_table(table["layer_norm"], fitted), axis=0)
+                m_shrink = (rules["shrink_ratio"] - worst) / 0.05
+                m_grok = np.where(np.isfinite(m_shrink), np.fmax(m_grok, m_shrink), m_grok)
             m_low = (rules["alpha_anti"] - table["layer_alpha"]) / s    # > 0: the layer's alpha says over-fit
             m_trap = table["layer_n_traps"] - (rules["min_traps"] - 0.5)  # > 0: traps present
             m_layer = {"both": np.minimum(m_low, m_trap), "either": np.maximum(m_low, m_trap),
@@ -927,10 +947,11 @@ class PhaseClassifier:
                               "false alarm; fitting on agreement alone.", UserWarning, stacklevel=2)
                 constrained = False
         grok_ev = []  # onset evidence of every candidate, (G, n) per run; independent of patience
-        for a, fit_mask in zip(series, fitted_masks):
+        for a, fit_mask, table in zip(series, fitted_masks, tables):
             limit = grid_g if absolute else grid_g * _onset_base(a, fit_mask)
+            shrunk = _shrunk(table["layer_norm"], fit_mask, params["shrink_ratio"])
             with np.errstate(invalid="ignore"):
-                grok_ev.append(fit_mask[None, :] & (a[None, :] <= limit[:, None]))
+                grok_ev.append(fit_mask[None, :] & ((a[None, :] <= limit[:, None]) | shrunk[None, :]))
         for pi, p in enumerate(patience_grid):
             score = np.zeros((grid_g.size, len(combos)))
             for target, grok, anti in zip(targets, grok_ev, anti_ev):
@@ -1009,6 +1030,28 @@ def _onset_series(table: Mapping[str, np.ndarray], onset: str) -> np.ndarray:
                          "(layers x checkpoints) or 'stable_rank' in the mapping, or use onset='alpha'.")
     with np.errstate(invalid="ignore"), _quiet_nanmean():
         return np.nanmin(sr, axis=0)
+
+
+def _shrunk(norm: np.ndarray, fitted: np.ndarray, ratio: float | None) -> np.ndarray:
+    """Per checkpoint: every layer with a known norm is at most ``ratio`` x its norm when first fitted.
+
+    The norm onset (``shrink_ratio``): weight decay shrinking the weights after the training
+    set is fitted. All False when ``ratio`` is None or no layer's norm is known.
+    """
+    rel = _shrink_table(norm, fitted)
+    if ratio is None or not np.isfinite(rel).any():
+        return np.zeros(rel.shape[1], dtype=bool)
+    with np.errstate(invalid="ignore"), _quiet_nanmean():
+        worst = np.nanmax(rel, axis=0)
+    return np.isfinite(worst) & (worst <= ratio)
+
+
+def _shrink_table(norm: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """Each layer's norm over its norm when the training set was first fitted, (L, n); NaN where unknown."""
+    norm = np.asarray(norm, dtype=np.float64)
+    base = np.array([_onset_base(row, fitted) for row in norm])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return norm / base[:, None]
 
 
 def _grok_limit(alpha: np.ndarray, fitted: np.ndarray, rules: Mapping[str, Any]) -> float:
