@@ -105,7 +105,7 @@ def test_phases_table_json_and_plot(demo, capsys, tmp_path):
     # has a layer with the signature that passes the norm gate
     rows = data["checkpoints"]
     assert all(set(r["layers"]) == {"fc1", "fc2"} for r in rows)
-    assert all(set(v) == {"alpha", "n_traps", "stable_rank", "norm_ratio", "signature", "norm_gate"}
+    assert all(set(v) == {"alpha", "n_traps", "stable_rank", "norm_ratio", "shrink", "signature", "norm_gate"}
                for r in rows for v in r["layers"].values())
     fitted = [r["train_acc"] is None or r["train_acc"] >= 0.99 for r in rows]
     hits = [i for i, r in enumerate(rows) if fitted[i]
@@ -113,13 +113,19 @@ def test_phases_table_json_and_plot(demo, capsys, tmp_path):
     anti = [i for i, r in enumerate(rows) if r["predicted"] == "anti-grokking"]
     assert (hits[:1] or [None])[0] == (anti[:1] or [None])[0]
     # ... and grokking where a fitted checkpoint's onset ratio (smaller stable rank over its base) first
-    # reaches grok_ratio, or at the alarm if that comes first
+    # reaches grok_ratio, or its shrink (largest layer norm over its norm at fitting) reaches
+    # shrink_ratio, or at the alarm if that comes first
     assert data["onset"] == "stable_rank" and data["grok_ratio"] == 0.85
     for r in rows:
         srs = [v["stable_rank"] for v in r["layers"].values()]
         assert r["onset_ratio"] is None or all(x is not None for x in srs)
-    onset = [i for i, r in enumerate(rows) if fitted[i] and r["onset_ratio"] is not None
-             and r["onset_ratio"] <= data["grok_ratio"]]
+    for r in rows:
+        shrinks = [v["shrink"] for v in r["layers"].values()]
+        assert r["shrink"] == (None if None in shrinks else pytest.approx(max(shrinks)))
+    shrink_ratio = data["shrink_ratio"]
+    onset = [i for i, r in enumerate(rows) if fitted[i] and (
+        (r["onset_ratio"] is not None and r["onset_ratio"] <= data["grok_ratio"])
+        or (shrink_ratio is not None and r["shrink"] is not None and r["shrink"] <= shrink_ratio))]
     grok = [i for i, r in enumerate(rows) if r["predicted"] != "pre-grokking"]
     assert (grok[:1] or [None])[0] == min(onset[:1] + anti[:1], default=None)
     assert rows[0]["layers"]["fc1"]["norm_ratio"] == pytest.approx(1.0)

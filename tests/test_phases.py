@@ -574,6 +574,49 @@ def test_stable_rank_onset_errors_name_the_fix():
         PhaseClassifier(onset="stable_rank", alpha_grok=3.45).predict(feats)
 
 
+def test_norm_onset_fires_when_every_layer_has_shrunk():
+    # Two layers, fitted from checkpoint 2. Each layer's base is the median of its norm at
+    # checkpoints 0-2: fc1 median(1.00, 0.98, 0.96) = 0.98, fc2 median(2.0, 2.0, 2.0) = 2.0.
+    # fc1 is at <= 0.85 x 0.98 = 0.833 from checkpoint 4 (0.80), fc2 at <= 1.7 only from
+    # checkpoint 5 (1.6): the rule needs every layer, so checkpoint 5 is the first grokking one.
+    # The stable ranks stay flat (the stable-rank onset never fires) and alpha stays at 5.
+    n = 7
+    table = {"alpha": np.full(n, 5.0), "n_traps": np.zeros(n), "train_acc": [0.5, 0.9, 1, 1, 1, 1, 1],
+             "layer_alpha": np.full((2, n), 5.0), "layer_n_traps": np.zeros((2, n)),
+             "layer_stable_rank": np.full((2, n), 50.0),
+             "layer_norm": np.array([[1.00, 0.98, 0.96, 0.90, 0.80, 0.75, 0.70],
+                                     [2.00, 2.00, 2.00, 1.90, 1.80, 1.60, 1.50]])}
+    assert PhaseClassifier().predict(table).tolist() == [PRE] * n  # off by default (shrink_ratio None)
+    on = PhaseClassifier(shrink_ratio=0.85)
+    assert on.predict(table).tolist() == [PRE] * 5 + [GROK] * 2
+    ev = on.evidence(table)
+    np.testing.assert_allclose(ev["layer_shrink"][:, 5], [0.75 / 0.98, 1.6 / 2.0])
+    assert ev["shrink_ratio"] == 0.85 and ev["shrunk"].tolist() == [False] * 5 + [True] * 2
+    assert ev["grokking"].tolist() == ev["shrunk"].tolist()  # the stable rank never fires here
+    assert PhaseClassifier().evidence(table)["shrink_ratio"] is None
+    conf = on.confidence(table)
+    assert conf[5] > 0.5 and conf[6] > conf[5]  # the margin grows as the norms keep shrinking
+    # shrinking before the training set is fitted is not evidence: fitted only at checkpoint 6,
+    # the base is then the median of checkpoints 4-6 (fc1 0.75, fc2 1.6), and neither layer is
+    # at 0.85 x that
+    late_fit = dict(table, train_acc=[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1.0])
+    assert on.predict(late_fit).tolist() == [PRE] * n
+    # a growing norm (no weight decay) never fires it, and unknown norms are no evidence
+    grow = dict(table, layer_norm=np.cumprod(np.full((2, n), 1.05), axis=1))
+    assert on.predict(grow).tolist() == [PRE] * n
+    assert on.predict({k: v for k, v in table.items() if k != "layer_norm"}).tolist() == [PRE] * n
+    # fit keeps the norm onset while it calibrates the stable-rank ratio
+    lab = on.predict(table)
+    assert PhaseClassifier(shrink_ratio=0.85).fit([table], [lab], params=["grok_ratio"]).train_agreement_ == 1.0
+    assert PhaseClassifier().fit([table], [lab], params=["grok_ratio"]).train_agreement_ < 1.0
+
+
+@pytest.mark.parametrize("bad", [1.0, 0.0, -0.5, 1.2, True, "0.85", float("nan")])
+def test_shrink_ratio_must_be_a_fraction(bad):
+    with pytest.raises(ValueError, match=r"shrink_ratio must be None \(no norm onset\) or in \(0, 1\)"):
+        PhaseClassifier(shrink_ratio=bad).predict(_table([3.0], [0]))
+
+
 def test_a_diverged_run_warns_but_a_brief_dip_does_not():
     alpha = [6.0, 4.0, 3.0, 3.0]
     diverged = _table(alpha, [0, 0, 0, 0], [0.5, 1.0, 1.0, 0.1])  # fitted, then the loss blew up

@@ -260,6 +260,32 @@ def test_report_html_embeds_and_links_every_figure(report):
     assert base64.b64decode(uris[0]) == report.figures["overview"].read_bytes()
 
 
+def test_report_onset_columns_recomputed_from_the_trajectory(report, run_dir, tmp_path):
+    # The 300-step run never reaches train_acc 0.99, so with the default threshold the onset and
+    # shrink columns are NaN. Count it as fitted at a training accuracy it does reach, and check
+    # both columns against values recomputed here from the trajectory's own per-layer numbers.
+    from htsr_diag.trajectory import Trajectory
+
+    traj = Trajectory.from_json(report.files["trajectory_json"])
+    train = np.asarray(traj.metrics["train_acc"])
+    threshold = float(np.sort(train)[train.size // 2])
+    clf = PhaseClassifier(train_threshold=threshold)
+    rep = write_report(run_dir, tmp_path / "rep", trajectory=traj, classifier=clf, baselines=False)
+    rows = [r.split(",") for r in rep.files["phases_csv"].read_text().splitlines()[1:]]
+    fit = int(np.flatnonzero(train >= threshold)[0])
+    layers = ("fc1", "fc2")
+    base = lambda x: np.median(x[..., max(0, fit - 2): fit + 1], axis=-1)  # noqa: E731 (median of 3 at fitting)
+    norms = np.vstack([traj.feature("frobenius_norm", name) for name in layers])
+    shrink = (norms / base(norms)[:, None]).max(axis=0)
+    srank = np.vstack([traj.feature("stable_rank", name) for name in layers]).min(axis=0)
+    onset = srank / base(srank)
+    got_onset = np.array([float(r[5]) for r in rows])
+    got_shrink = np.array([float(r[6]) for r in rows])
+    assert np.isfinite(got_shrink).all() and np.isfinite(got_onset).all()
+    np.testing.assert_allclose(got_onset, onset, rtol=1e-5)
+    np.testing.assert_allclose(got_shrink, shrink, rtol=1e-5)
+
+
 def test_report_tables_are_consistent_with_the_trajectory(report, run_dir):
     from htsr_diag.train import list_checkpoints, read_metrics
     from htsr_diag.trajectory import Trajectory
@@ -270,7 +296,7 @@ def test_report_tables_are_consistent_with_the_trajectory(report, run_dir):
     assert traj.steps.tolist() == steps
     rows = report.files["phases_csv"].read_text().splitlines()
     assert rows[0].split(",") == ["step", "train_acc", "test_acc", "mean_alpha", "n_traps", "onset_ratio",
-                                  "predicted", "confidence", "from_accuracy"]
+                                  "shrink", "predicted", "confidence", "from_accuracy"]
     onset = PhaseClassifier().evidence(traj)["onset_ratio"]
     np.testing.assert_allclose([float(r.split(",")[5]) for r in rows[1:]], onset, rtol=1e-5)
     assert [int(r.split(",")[0]) for r in rows[1:]] == steps

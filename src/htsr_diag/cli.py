@@ -150,28 +150,34 @@ def _cmd_phases(args: argparse.Namespace) -> int:
     if args.json:
         rows = [{"step": int(steps[i]), "train_acc": _num(tr[i]), "test_acc": _num(te[i]),
                  "mean_alpha": _num(table["alpha"][i]), "n_traps": _num(table["n_traps"][i]),
-                 "onset_ratio": _num(ev["onset_ratio"][i]), "predicted": str(predicted[i]),
+                 "onset_ratio": _num(ev["onset_ratio"][i]), "shrink": _num(ev["shrink"][i]),
+                 "predicted": str(predicted[i]),
                  "from_accuracy": None if ref is None else str(ref[i]),
                  "layers": {name: {"alpha": _num(table["layer_alpha"][j, i]),
                                    "n_traps": _num(table["layer_n_traps"][j, i]),
                                    "stable_rank": _num(table["layer_stable_rank"][j, i]),
                                    "norm_ratio": _num(ev["layer_norm_ratio"][j, i]),
+                                   "shrink": _num(ev["layer_shrink"][j, i]),
                                    "signature": bool(ev["layer_signature"][j, i]),
                                    "norm_gate": bool(ev["layer_gate"][j, i])}
                             for j, name in enumerate(ev["layers"])}}
                 for i in range(steps.size)]
         _out(json.dumps({"run_dir": str(run), "alarm_step": alarm, "onset": ev["onset"], "grok_ratio": grok_ratio,
-                         "checkpoints": rows}, indent=1))
+                         "shrink_ratio": ev["shrink_ratio"], "checkpoints": rows}, indent=1))
     else:
-        _out(f"{'step':>10}  {'train':>6}  {'test':>6}  {'alpha':>6}  {'traps':>5}  {'onset':>5}  {'predicted':<14}  "
+        _out(f"{'step':>10}  {'train':>6}  {'test':>6}  {'alpha':>6}  {'traps':>5}  {'onset':>5}  {'shrink':>6}  {'predicted':<14}  "
              f"{'from accuracy':<14}  over-fitting signature")
         for i in range(steps.size):
             _out(f"{int(steps[i]):>10}  {_fmt(float(tr[i])):>6}  {_fmt(float(te[i])):>6}  "
                  f"{_fmt(float(table['alpha'][i]), 2):>6}  {_fmt(float(table['n_traps'][i]), 0):>5}  "
-                 f"{_fmt(float(ev['onset_ratio'][i]), 2):>5}  {predicted[i]:<14}  "
+                 f"{_fmt(float(ev['onset_ratio'][i]), 2):>5}  {_fmt(float(ev['shrink'][i]), 2):>6}  {predicted[i]:<14}  "
                  f"{'' if ref is None else ref[i]:<14}  {signature(i)}".rstrip())
         _out(f"onset: the {onset_name} over its value when the training set was first fitted; grokking once "
              f"fitted and <= {grok_ratio:g}")
+        shrink_ratio = ev["shrink_ratio"]
+        _out("shrink: the largest layer norm over its norm when the training set was first fitted; "
+             + ("the norm onset is off (shrink_ratio None)" if shrink_ratio is None
+                else f"grokking also once fitted and <= {shrink_ratio:g}"))
         _out(f"anti-grokking alarm (causal): {'none' if alarm is None else f'step {alarm}'}")
         held = [name for j, name in enumerate(ev["layers"]) if held_back[j, -1]]
         if held:

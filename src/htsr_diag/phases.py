@@ -663,8 +663,9 @@ class PhaseClassifier:
             the training set was first fitted (NaN before any checkpoint is fitted), which the
             grokking rule compares with ``"grok_ratio"`` (the ratio in use, None resolved);
             ``"layer_shrink"`` (L, n): each layer's norm over its norm when the training set
-            was first fitted; ``"shrink_ratio"``: the norm onset's ratio (None: off);
-            ``"shrunk"`` (n,) bool: every layer is at or below it (the grokking rule holds
+            was first fitted, and ``"shrink"`` (n,) the largest of them; ``"shrink_ratio"``:
+            the norm onset's ratio (None: off); ``"shrunk"`` (n,) bool: every layer is at or
+            below it (the grokking rule holds
             when the onset series or this says so); ``"layer_signature"`` (L, n) bool: the
             layer shows the over-fitting signature (``anti_rule`` on ``alpha_anti`` and
             ``min_traps``), whatever its norm; ``"layer_norm_ratio"`` (L, n): its norm over
@@ -693,9 +694,12 @@ class PhaseClassifier:
             layers = [f"layer{i}" for i in range(norm.shape[0])]
         anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
         shrink = rules["shrink_ratio"]
+        layer_shrink = _shrink_table(norm, parts["fitted"])
+        with np.errstate(invalid="ignore"), _quiet_nanmean():
+            worst = np.nanmax(layer_shrink, axis=0) if layer_shrink.size else np.full(norm.shape[1], np.nan)
         return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "onset": rules["onset"],
                 "onset_ratio": onset_ratio, "grok_ratio": float(rules["grok_ratio"]),
-                "layer_shrink": _shrink_table(norm, parts["fitted"]),
+                "layer_shrink": layer_shrink, "shrink": worst,
                 "shrink_ratio": None if shrink is None else float(shrink),
                 "shrunk": _shrunk(norm, parts["fitted"], shrink),
                 "grokking": parts["grokking"],

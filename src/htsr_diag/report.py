@@ -13,7 +13,7 @@ writes into ``out_dir``::
     baselines.png        (4) l2 norm, activation sparsity, weight entropy, circuit complexity
     trajectory.csv       one row per checkpoint x layer
     trajectory.json      the Trajectory (Trajectory.from_json reads it back)
-    phases.csv           step, accuracies, mean alpha, traps, onset ratio, both labels, confidence
+    phases.csv           step, accuracies, mean alpha, traps, onset ratio, norm shrink, both labels, confidence
     summary.txt          phase boundaries, peak test accuracy, when the alarm fired
     summary.json         the same as JSON
 """
@@ -470,7 +470,7 @@ def _make_figures(trajectory: Any, predicted: np.ndarray, from_accuracy: np.ndar
 # ----------------------------------------------------------------------------- tables and page
 def _write_phases_csv(path: Path, trajectory: Any, predicted: np.ndarray, confidence: np.ndarray,
                       from_accuracy: np.ndarray | None, table: Mapping[str, np.ndarray],
-                      onset_ratio: np.ndarray) -> Path:
+                      evidence: Mapping[str, Any]) -> Path:
     steps = np.asarray(trajectory.steps)
     n = steps.size
     nan = np.full(n, np.nan)
@@ -478,11 +478,13 @@ def _write_phases_csv(path: Path, trajectory: Any, predicted: np.ndarray, confid
     te = trajectory.metrics.get("test_acc", nan)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["step", "train_acc", "test_acc", "mean_alpha", "n_traps", "onset_ratio", "predicted",
+        w.writerow(["step", "train_acc", "test_acc", "mean_alpha", "n_traps", "onset_ratio", "shrink", "predicted",
                     "confidence", "from_accuracy"])
+        onset_ratio, shrink = evidence["onset_ratio"], evidence["shrink"]
         for i in range(n):
             w.writerow([int(steps[i]), f"{tr[i]:.6g}", f"{te[i]:.6g}", f"{table['alpha'][i]:.6g}",
-                        f"{table['n_traps'][i]:.6g}", f"{onset_ratio[i]:.6g}", predicted[i], f"{confidence[i]:.3f}",
+                        f"{table['n_traps'][i]:.6g}", f"{onset_ratio[i]:.6g}", f"{shrink[i]:.6g}", predicted[i],
+                        f"{confidence[i]:.3f}",
                         "" if from_accuracy is None else from_accuracy[i]])
     return path
 
@@ -628,7 +630,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
         "trajectory_csv": trajectory.to_csv(out / "trajectory.csv"),
         "trajectory_json": out / "trajectory.json",
         "phases_csv": _write_phases_csv(out / "phases.csv", trajectory, predicted, confidence, from_accuracy,
-                                        table, classifier.evidence(trajectory)["onset_ratio"]),
+                                        table, classifier.evidence(trajectory)),
         "summary_txt": out / "summary.txt",
         "summary_json": out / "summary.json",
     }
