@@ -10,7 +10,7 @@ Every run in the manifest was trained with::
 
 (100,000 steps, 20 checkpoints per decade: 91 checkpoints). Each run is analysed exactly as a
 user would (``analyze_checkpoints(DIR, rng=0)``: centred traps, the library's defaults) and
-labelled by four classifiers, all in causal mode (each label uses only the checkpoints up
+labelled by these classifiers, all in causal mode (each label uses only the checkpoints up
 to it; with patience 1 the offline labels are the same):
 
 - ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v5: grokking onset
@@ -24,6 +24,9 @@ to it; with patience 1 the offline labels are the same):
   ``v3_preregistration.md`` until v4 was adopted);
 - ``v4``: v5 with the grokking onset read from the mean alpha (``onset="alpha"``, ratio 0.78),
   the default from ``v4_preregistration.md`` until v5 was adopted;
+- ``v5``: the stable-rank onset alone (``shrink_ratio=None``), written out;
+- ``v6``: v5 plus the norm onset (``shrink_ratio=0.85``: grokking also once every analysed
+  layer's norm is <= 0.85 x its norm at fitting), the candidate of ``v6_preregistration.md``;
 then applied unchanged to every run.
 
 The reference is ``phases_from_accuracy`` with its defaults (it reads the test accuracy; no
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     classifiers["v3"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.0)
     # v4 (adopted by v4_preregistration.md; replaced by v5, the default, by v5_preregistration.md)
     classifiers["v4"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.5)
+    # v5 (adopted by v5_preregistration.md) and the v6 candidate (v6_preregistration.md), written out
+    classifiers["v5"] = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=None)
+    classifiers["v6"] = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85)
     fitted = {k: v.thresholds_ for k, v in classifiers.items() if k.startswith("fitted")}
     (RESULTS / "fitted_v2.json").write_text(json.dumps(fitted, indent=2) + "\n")
 
@@ -173,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['peak_test_acc']:.3f} -> {r['final_test_acc']:.3f} | {r['reference_counts']} | "
                      f"{r['classifier']} | {r['predicted_counts']} | {r['agreement']:.3f} | {r['collapse_step']} | "
                      f"{r['flag_step']} | {r['in_time']} | {r['checkpoints_early']} | {r['false_collapse']} |")
-    for role in ("development", "held-out", "held-out-2", "held-out-3", "held-out-4", "held-out-5", "held-out-6"):
+    for role in ("development", "held-out", "held-out-2", "held-out-3", "held-out-4", "held-out-5", "held-out-6",
+                 "held-out-7"):
         sub = [r for r in rows if r["role"] == role]
         if not sub:
             continue
