@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['classifier']} | {r['predicted_counts']} | {r['agreement']:.3f} | {r['collapse_step']} | "
                      f"{r['flag_step']} | {r['in_time']} | {r['checkpoints_early']} | {r['false_collapse']} |")
     for role in ("development", "held-out", "held-out-2", "held-out-3", "held-out-4", "held-out-5", "held-out-6",
-                 "held-out-7"):
+                 "held-out-7", "held-out-8"):
         sub = [r for r in rows if r["role"] == role]
         if not sub:
             continue
