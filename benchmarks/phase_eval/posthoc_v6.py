@@ -7,7 +7,7 @@ Usage (after score.py has cached the trajectories under runs/phase_cache)::
 
 Every run scored here (seeds 0-33, all roles up to held-out-6) has been looked at, so nothing
 this prints is a held-out result: it only chooses a candidate, judged afterwards on the runs of
-role held-out-7 (seeds 34-38), which this script skips.
+role held-out-7 (seeds 34-38), which this script skips (as it skips held-out-8, seeds 39-43).
 
 v5 (the default) reads one onset series, the smaller layer stable rank. Under weight decay 0.01
 the test accuracy starts rising right after the training set is fitted while the stable rank
@@ -29,7 +29,7 @@ import numpy as np
 from htsr_diag import PhaseClassifier, Trajectory, phase_agreement, phases_from_accuracy
 
 HERE = Path(__file__).resolve().parent
-SKIP = {"held-out-7"}
+SKIP = {"held-out-7", "held-out-8"}
 runs = []
 for e in json.loads((HERE / "runs.json").read_text())["runs"]:
     path = Path(f"runs/phase_cache/{e['name']}.json")

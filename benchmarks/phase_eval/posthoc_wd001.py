@@ -7,7 +7,7 @@ Usage (after score.py has cached the trajectories under runs/phase_cache)::
 Every v4-v6 rule misses every wd-0.01 run whose test accuracy ends 5 points or more below its
 peak ("collapses in time: 0/7" on fresh runs), because the norm gate holds the over-fitting
 signature back whenever a layer's norm has not grown 1.5 x. This script asks whether any
-weight-only feature could do better, on seeds 0-33 (held-out-7, seeds 34-38, is skipped).
+weight-only feature could do better, on seeds 0-33 (held-out-7 and held-out-8, seeds 34-43, are skipped).
 
 1. The size of the fall: for each run, the largest fall of the test accuracy below its peak at
    a checkpoint after the peak where the training set is still fitted (train_acc >= 0.99), by
@@ -32,7 +32,7 @@ LAYERS = ("fc1", "fc2")
 runs = []
 for e in json.loads((HERE / "runs.json").read_text())["runs"]:
     path = Path(f"runs/phase_cache/{e['name']}.json")
-    if e["role"] == "held-out-7" or not path.is_file():
+    if e["role"] in ("held-out-7", "held-out-8") or not path.is_file():
         continue
     t = Trajectory.from_json(path)
     tr, te = np.asarray(t.metrics["train_acc"]), np.asarray(t.metrics["test_acc"])
