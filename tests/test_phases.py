@@ -586,14 +586,17 @@ def test_norm_onset_fires_when_every_layer_has_shrunk():
              "layer_stable_rank": np.full((2, n), 50.0),
              "layer_norm": np.array([[1.00, 0.98, 0.96, 0.90, 0.80, 0.75, 0.70],
                                      [2.00, 2.00, 2.00, 1.90, 1.80, 1.60, 1.50]])}
-    assert PhaseClassifier().predict(table).tolist() == [PRE] * n  # off by default (shrink_ratio None)
+    assert PhaseClassifier(shrink_ratio=None).predict(table).tolist() == [PRE] * n  # off: the v5 rule
     on = PhaseClassifier(shrink_ratio=0.85)
     assert on.predict(table).tolist() == [PRE] * 5 + [GROK] * 2
+    assert PhaseClassifier().predict(table).tolist() == [PRE] * 5 + [GROK] * 2  # the default (v6)
+    assert PhaseClassifier(shrink_ratio=0.7).predict(table).tolist() == [PRE] * n  # fc2 never at 0.7 x
     ev = on.evidence(table)
     np.testing.assert_allclose(ev["layer_shrink"][:, 5], [0.75 / 0.98, 1.6 / 2.0])
     assert ev["shrink_ratio"] == 0.85 and ev["shrunk"].tolist() == [False] * 5 + [True] * 2
     assert ev["grokking"].tolist() == ev["shrunk"].tolist()  # the stable rank never fires here
-    assert PhaseClassifier().evidence(table)["shrink_ratio"] is None
+    assert PhaseClassifier(shrink_ratio=None).evidence(table)["shrink_ratio"] is None
+    assert not PhaseClassifier(shrink_ratio=None).evidence(table)["shrunk"].any()
     conf = on.confidence(table)
     assert conf[5] > 0.5 and conf[6] > conf[5]  # the margin grows as the norms keep shrinking
     # shrinking before the training set is fitted is not evidence: fitted only at checkpoint 6,
@@ -608,7 +611,7 @@ def test_norm_onset_fires_when_every_layer_has_shrunk():
     # fit keeps the norm onset while it calibrates the stable-rank ratio
     lab = on.predict(table)
     assert PhaseClassifier(shrink_ratio=0.85).fit([table], [lab], params=["grok_ratio"]).train_agreement_ == 1.0
-    assert PhaseClassifier().fit([table], [lab], params=["grok_ratio"]).train_agreement_ < 1.0
+    assert PhaseClassifier(shrink_ratio=None).fit([table], [lab], params=["grok_ratio"]).train_agreement_ < 1.0
 
 
 @pytest.mark.parametrize("bad", [1.0, 0.0, -0.5, 1.2, True, "0.85", float("nan")])

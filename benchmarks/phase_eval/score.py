@@ -13,9 +13,10 @@ user would (``analyze_checkpoints(DIR, rng=0)``: centred traps, the library's de
 labelled by these classifiers, all in causal mode (each label uses only the checkpoints up
 to it; with patience 1 the offline labels are the same):
 
-- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v5: grokking onset
-  from the smaller layer stable rank at 0.85 x its value at fitting; anti rule "either", 2 traps,
-  norm gate 1.5 x; adopted by the rule written in ``v5_preregistration.md``);
+- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v6: grokking onset
+  from the smaller layer stable rank at 0.85 x its value at fitting, or every layer's norm at
+  0.85 x its norm at fitting; anti rule "either", 2 traps, norm gate 1.5 x; adopted by the rule
+  written in ``v6_preregistration.md``);
 - ``fitted-onset``: ``.fit(..., params=["grok_ratio"])`` on the runs whose role is ``tuning``
   (seed 0) only: the grokking-onset threshold calibrated, the anti-grokking rule as in theory;
 - ``fitted-all``: ``.fit(...)`` of every threshold on the same tuning runs;
@@ -24,9 +25,11 @@ to it; with patience 1 the offline labels are the same):
   ``v3_preregistration.md`` until v4 was adopted);
 - ``v4``: v5 with the grokking onset read from the mean alpha (``onset="alpha"``, ratio 0.78),
   the default from ``v4_preregistration.md`` until v5 was adopted;
-- ``v5``: the stable-rank onset alone (``shrink_ratio=None``), written out;
+- ``v5``: the stable-rank onset alone (``shrink_ratio=None``), the default from
+  ``v5_preregistration.md`` until v6 was adopted;
 - ``v6``: v5 plus the norm onset (``shrink_ratio=0.85``: grokking also once every analysed
-  layer's norm is <= 0.85 x its norm at fitting), the candidate of ``v6_preregistration.md``;
+  layer's norm is <= 0.85 x its norm at fitting), the candidate of ``v6_preregistration.md``,
+  written out (the same labels as ``default`` since v6 was adopted);
 then applied unchanged to every run.
 
 The reference is ``phases_from_accuracy`` with its defaults (it reads the test accuracy; no
@@ -108,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = ROOT / entry["dir"]
         if not (run_dir / "metrics.jsonl").is_file():
             print(f"  {entry['name']}: {run_dir} missing, skipped", flush=True)
+            continue
+        if not (run_dir / "checkpoints" / f"step_{manifest.get('steps', 100000):09d}.safetensors").is_file():
+            print(f"  {entry['name']}: still training (no final checkpoint), skipped", flush=True)
             continue
         traj = load_trajectory(entry["name"], run_dir, Path(args.cache))
         if traj.steps[-1] < manifest.get("steps", 100000):

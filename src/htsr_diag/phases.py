@@ -268,7 +268,12 @@ class PhaseClassifier:
     (9-24 in the fast preset), which made the alpha onset (v4) late or early by several
     checkpoints in some runs; the stable rank needs no fit. A relative rule does not depend
     on the absolute levels of a model or recipe; ``alpha_grok`` sets an absolute alpha
-    threshold instead. It is *anti-grokking* once the training set is fitted
+    threshold instead. It is also grokking once fitted and every analysed layer's Frobenius
+    norm is at most ``shrink_ratio`` (0.85) times its norm at fitting (the same median of
+    three): under weight decay the test accuracy can start rising as soon as the training
+    set is fitted, while weight decay shrinks the weights (Omnigrok's mechanism) and before
+    the stable rank moves; without weight decay the norms grow and this never fires. It is
+    *anti-grokking* once the training set is fitted
     and some analysed layer shows the over-fitting signature at once:
 
     - its anti rule holds: ``"either"`` (default) ``alpha < alpha_anti`` or
@@ -311,6 +316,12 @@ class PhaseClassifier:
         alpha (the best interval, about 0.77-0.79, on the three seed-0 ``fast``-preset
         tuning runs; the study's phase means give 2.9 / 4.0 = 0.73) and 0.85 for the stable
         rank (the middle of the flat range 0.80-0.88 on seeds 0-23; docs/phases.md).
+    shrink_ratio : float or None, default 0.85
+        The norm onset: grokking also starts when every analysed layer's Frobenius norm is
+        at most this fraction of its norm when the training set was first fitted (read from
+        ``layer_norm``; features without norms never fire it). None: off, the v5 rule.
+        Inside the flat range 0.84-0.92 on seeds 0-33; pre-registered as "v6" and adopted
+        after scoring on fresh runs (docs/phases.md).
     alpha_grok : float or None, default None
         An absolute mean alpha at or below which a fitted run is grokking, used instead of
         ``grok_ratio`` when set, with the alpha onset only (e.g. 3.45, the midpoint of the
@@ -366,7 +377,7 @@ class PhaseClassifier:
     """
 
     def __init__(self, *, causal: bool = False, onset: str = "auto", grok_ratio: float | None = None,
-                 shrink_ratio: float | None = None, alpha_grok: float | None = None,
+                 shrink_ratio: float | None = 0.85, alpha_grok: float | None = None,
                  alpha_anti: float = 2.0,
                  min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.5,
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
