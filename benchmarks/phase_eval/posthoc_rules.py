@@ -28,7 +28,8 @@ for e in m["runs"]:
     runs.append((e["name"], t, ref, drop))
 res = []
 for rule, k, aa, nr in itertools.product(["both", "either", "traps", "alpha"], [1, 2, 3], [2.0, 2.1, 2.2, 2.3], [1.0, 1.25, None]):
-    clf = PhaseClassifier(causal=True, anti_rule=rule, min_traps=k, alpha_anti=aa, norm_ratio=nr)
+    clf = PhaseClassifier(causal=True, onset="alpha", shrink_ratio=None, anti_rule=rule, min_traps=k,
+                          alpha_anti=aa, norm_ratio=nr)
     ag, it, fa, late = [], 0, 0, []
     for name, t, ref, drop in runs:
         pred = clf.predict(t); ag.append(phase_agreement(pred, ref))

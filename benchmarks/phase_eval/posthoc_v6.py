@@ -55,9 +55,9 @@ def line(label, ag):
 
 print("| rule | mean agreement | min | runs >= 0.90 | wd 0 | wd 0.01 | wd 0.1 |")
 print("|---|---|---|---|---|---|---|")
-v5 = scores(PhaseClassifier(causal=True))
+v5 = scores(PhaseClassifier(causal=True, shrink_ratio=None))
 line("v5 (default: stable rank 0.85)", v5)
-line("v4 (alpha 0.78)", scores(PhaseClassifier(causal=True, onset="alpha")))
+line("v4 (alpha 0.78)", scores(PhaseClassifier(causal=True, onset="alpha", shrink_ratio=None)))
 by_ratio = {}
 for ratio in (0.80, 0.82, 0.84, 0.85, 0.86, 0.88, 0.90, 0.92, 0.95):
     by_ratio[ratio] = scores(PhaseClassifier(causal=True, shrink_ratio=ratio))

@@ -133,11 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         classifiers["fitted-onset"] = PhaseClassifier(causal=True).fit(xs, ys, params=["grok_ratio"])
         classifiers["fitted-all"] = PhaseClassifier(causal=True).fit(xs, ys)
     # v2 (frozen at commit 360ae1e, default until v3 was adopted by the rule of v3_preregistration.md)
-    classifiers["v2"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="both", min_traps=1, norm_ratio=1.0)
+    classifiers["v2"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="both", min_traps=1, norm_ratio=1.0,
+                                        shrink_ratio=None)
     # v3 (adopted by v3_preregistration.md; replaced by v4, the default, by v4_preregistration.md)
-    classifiers["v3"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.0)
+    classifiers["v3"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.0,
+                                        shrink_ratio=None)
     # v4 (adopted by v4_preregistration.md; replaced by v5, the default, by v5_preregistration.md)
-    classifiers["v4"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.5)
+    classifiers["v4"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.5,
+                                        shrink_ratio=None)
     # v5 (adopted by v5_preregistration.md) and the v6 candidate (v6_preregistration.md), written out
     classifiers["v5"] = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=None)
     classifiers["v6"] = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85)
