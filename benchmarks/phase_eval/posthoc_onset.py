@@ -37,7 +37,8 @@ for cap in (None, 8.0, 6.0, 5.0):
                 t["alpha"] = np.nanmean(np.minimum(table["layer_alpha"], cap), axis=0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ag.append(phase_agreement(PhaseClassifier(causal=True, onset="alpha", shrink_ratio=None, grok_ratio=ratio).predict(t), ref))
+                ag.append(phase_agreement(PhaseClassifier(causal=True, onset="alpha", shrink_ratio=None,
+                                                              grok_ratio=ratio).predict(t), ref))
         ag = np.array(ag)
         print(f"cap {cap} grok_ratio {ratio}: mean agreement {ag.mean():.3f} min {ag.min():.3f} "
               f"runs >= 0.90 {(ag >= 0.9).sum()}/{ag.size}")

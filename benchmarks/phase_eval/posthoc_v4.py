@@ -84,7 +84,8 @@ for before in (2, 4, 6, 10, 20):
         w = w[np.isfinite(w)]
         return float(np.median(w)) if w.size else math.nan
     phases_module._onset_base = base
-    ag = np.array([phase_agreement(PhaseClassifier(causal=True, onset="alpha", shrink_ratio=None, norm_ratio=1.5).predict(table), ref)
+    ag = np.array([phase_agreement(PhaseClassifier(causal=True, onset="alpha", shrink_ratio=None,
+                                                   norm_ratio=1.5).predict(table), ref)
                    for name, wd, steps, table, ref, drop in runs])
     print(f"window {before + 1:2d} checkpoints: mean agreement {ag.mean():.3f} min {ag.min():.3f} runs >= 0.90 {(ag >= 0.9).sum()}")
 phases_module._onset_base = library_base

@@ -29,7 +29,8 @@ from htsr_diag.phases import PHASES, _fitted_mask, _onset_base
 HERE = Path(__file__).resolve().parent
 SKIP = {"held-out-5", "held-out-6", "held-out-7", "held-out-8"}  # seeds 24 and later
 # v4, written out: only its anti-grokking evidence is used below
-clf = PhaseClassifier(causal=True, onset="alpha", shrink_ratio=None, grok_ratio=0.78, anti_rule="either", min_traps=2, norm_ratio=1.5)
+clf = PhaseClassifier(causal=True, onset="alpha", shrink_ratio=None, grok_ratio=0.78, anti_rule="either", min_traps=2,
+                      norm_ratio=1.5)
 runs = []
 for e in json.loads((HERE / "runs.json").read_text())["runs"]:
     path = Path(f"runs/phase_cache/{e['name']}.json")

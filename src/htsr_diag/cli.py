@@ -165,12 +165,13 @@ def _cmd_phases(args: argparse.Namespace) -> int:
         _out(json.dumps({"run_dir": str(run), "alarm_step": alarm, "onset": ev["onset"], "grok_ratio": grok_ratio,
                          "shrink_ratio": ev["shrink_ratio"], "checkpoints": rows}, indent=1))
     else:
-        _out(f"{'step':>10}  {'train':>6}  {'test':>6}  {'alpha':>6}  {'traps':>5}  {'onset':>5}  {'shrink':>6}  {'predicted':<14}  "
-             f"{'from accuracy':<14}  over-fitting signature")
+        _out(f"{'step':>10}  {'train':>6}  {'test':>6}  {'alpha':>6}  {'traps':>5}  {'onset':>5}  {'shrink':>6}  "
+             f"{'predicted':<14}  {'from accuracy':<14}  over-fitting signature")
         for i in range(steps.size):
             _out(f"{int(steps[i]):>10}  {_fmt(float(tr[i])):>6}  {_fmt(float(te[i])):>6}  "
                  f"{_fmt(float(table['alpha'][i]), 2):>6}  {_fmt(float(table['n_traps'][i]), 0):>5}  "
-                 f"{_fmt(float(ev['onset_ratio'][i]), 2):>5}  {_fmt(float(ev['shrink'][i]), 2):>6}  {predicted[i]:<14}  "
+                 f"{_fmt(float(ev['onset_ratio'][i]), 2):>5}  {_fmt(float(ev['shrink'][i]), 2):>6}  "
+                 f"{predicted[i]:<14}  "
                  f"{'' if ref is None else ref[i]:<14}  {signature(i)}".rstrip())
         _out(f"onset: the {onset_name} over its value when the training set was first fitted; grokking once "
              f"fitted and <= {grok_ratio:g}")
