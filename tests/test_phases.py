@@ -652,6 +652,34 @@ def test_evidence_explains_the_labels_and_shows_a_gated_signature():
     assert PhaseClassifier(causal=True, norm_ratio=None).transition_steps(traj)[ANTI] == 100
 
 
+def test_predict_step_on_each_prefix_equals_the_causal_labels_with_both_onsets():
+    # Random runs whose layer norms drift down (weight decay) or up, so that either onset, the
+    # stable rank or the norm, can come first: the label predict_step gives for the last
+    # checkpoint of every prefix (what the Monitor reports during training) must be the causal
+    # label of that checkpoint over the whole run.
+    rng = np.random.default_rng(11)
+    fired = {"shrunk": 0, "stable_rank": 0}
+    for _ in range(12):
+        n, L = 25, 2
+        drift = rng.choice([0.96, 1.04])
+        table = {"alpha": rng.uniform(2.5, 6, n), "n_traps": np.zeros(n),
+                 "train_acc": np.r_[np.full(4, 0.5), np.ones(n - 4)],
+                 "layer_alpha": rng.uniform(2.5, 6, (L, n)), "layer_n_traps": np.zeros((L, n)),
+                 "layer_norm": np.cumprod(rng.normal(drift, 0.02, (L, n)), axis=1),
+                 "layer_stable_rank": np.cumprod(rng.uniform(0.96, 1.01, (L, n)), axis=1) * 50}
+        clf = PhaseClassifier(causal=True)
+        offline = clf.predict(table)
+        ev = clf.evidence(table)
+        fired["shrunk"] += bool(ev["shrunk"].any())
+        fired["stable_rank"] += bool((ev["fitted"] & (ev["onset_ratio"] <= ev["grok_ratio"])).any())
+        rows = [{"alpha": table["alpha"][i], "n_traps": 0.0, "train_acc": table["train_acc"][i],
+                 **{k: table[k][:, i].tolist() for k in ("layer_alpha", "layer_n_traps", "layer_norm",
+                                                          "layer_stable_rank")}} for i in range(n)]
+        online = [PhaseClassifier().predict_step(rows[: i + 1])[0] for i in range(n)]
+        assert online == offline.tolist()
+    assert fired["shrunk"] > 0 and fired["stable_rank"] > 0  # both onsets were exercised
+
+
 def test_evidence_agrees_with_predict_on_random_tables():
     rng = np.random.default_rng(3)
     for _ in range(20):
