@@ -850,7 +850,8 @@ class PhaseClassifier:
 
         Exhaustive search over the onset threshold (``grok_ratio``, or ``alpha_grok`` when it
         is set: midpoints of the observed ratios of the onset series to its base, or of the
-        mean alphas; ``onset`` itself is not searched) and ``alpha_anti``
+        mean alphas; ``onset`` and the norm onset's ``shrink_ratio`` are not searched, and
+        the norm onset takes part at its set value) and ``alpha_anti``
         (midpoints of the observed layer alphas; at most 120 candidates each, plus the
         current values), ``min_traps``
         (1, 2, 3, 5, 8), the four anti rules, ``norm_ratio`` (None, 1.0, 1.25, 1.5 and the
