@@ -706,11 +706,9 @@ class PhaseClassifier:
         anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
         shrink = rules["shrink_ratio"]
         layer_shrink = _shrink_table(norm, parts["fitted"])
-        with np.errstate(invalid="ignore"), _quiet_nanmean():
-            worst = np.nanmax(layer_shrink, axis=0) if layer_shrink.size else np.full(norm.shape[1], np.nan)
         return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "onset": rules["onset"],
                 "onset_ratio": onset_ratio, "grok_ratio": float(rules["grok_ratio"]),
-                "layer_shrink": layer_shrink, "shrink": worst,
+                "layer_shrink": layer_shrink, "shrink": _largest(layer_shrink),
                 "shrink_ratio": None if shrink is None else float(shrink),
                 "shrunk": _shrunk(norm, parts["fitted"], shrink),
                 "grokking": parts["grokking"],
@@ -782,8 +780,7 @@ class PhaseClassifier:
             unit = s if rules["onset"] == "alpha" else 0.05 * _onset_base(a, fitted)
             m_grok = (limit - a) / unit    # > 0: the onset series says "past pre-grokking"
             if rules["shrink_ratio"] is not None:  # or every layer's norm has shrunk far enough (units of 5%)
-                with _quiet_nanmean():
-                    worst = np.nanmax(_shrink_table(table["layer_norm"], fitted), axis=0)
+                worst = _largest(_shrink_table(table["layer_norm"], fitted))
                 m_shrink = (rules["shrink_ratio"] - worst) / 0.05
                 m_grok = np.where(np.isfinite(m_shrink), np.fmax(m_grok, m_shrink), m_grok)
             m_low = (rules["alpha_anti"] - table["layer_alpha"]) / s    # > 0: the layer's alpha says over-fit
@@ -1054,12 +1051,11 @@ def _shrunk(norm: np.ndarray, fitted: np.ndarray, ratio: float | None) -> np.nda
     The norm onset (``shrink_ratio``): weight decay shrinking the weights after the training
     set is fitted. All False when ``ratio`` is None or no layer's norm is known.
     """
-    rel = _shrink_table(norm, fitted)
-    if ratio is None or not np.isfinite(rel).any():
-        return np.zeros(rel.shape[1], dtype=bool)
-    with np.errstate(invalid="ignore"), _quiet_nanmean():
-        worst = np.nanmax(rel, axis=0)
-    return np.isfinite(worst) & (worst <= ratio)
+    worst = _largest(_shrink_table(norm, fitted))
+    if ratio is None:
+        return np.zeros(worst.size, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(worst) & (worst <= ratio)
 
 
 def _shrink_table(norm: np.ndarray, fitted: np.ndarray) -> np.ndarray:
@@ -1068,6 +1064,12 @@ def _shrink_table(norm: np.ndarray, fitted: np.ndarray) -> np.ndarray:
     base = np.array([_onset_base(row, fitted) for row in norm])
     with np.errstate(invalid="ignore", divide="ignore"):
         return norm / base[:, None]
+
+
+def _largest(rows: np.ndarray) -> np.ndarray:
+    """The largest finite value of each column of an (L, n) array (NaN for a column with none)."""
+    with np.errstate(invalid="ignore"), _quiet_nanmean():
+        return np.nanmax(rows, axis=0)
 
 
 def _grok_limit(alpha: np.ndarray, fitted: np.ndarray, rules: Mapping[str, Any]) -> float:
