@@ -634,7 +634,7 @@ class PhaseClassifier:
     @staticmethod
     def _layer_rules(table: Mapping[str, np.ndarray], rules: Mapping[str, Any], use_train_acc: bool,
                      train_threshold: float) -> dict[str, np.ndarray]:
-        """The rules' parts: fitted and grokking per checkpoint; signature and norm gate per layer."""
+        """The rules' parts: fitted, norm onset and grokking per checkpoint; signature and norm gate per layer."""
         rules = _for_table(rules, table)
         a, tr = _onset_series(table, rules["onset"]), table["train_acc"]
         la, lk = table["layer_alpha"], table["layer_n_traps"]
@@ -645,7 +645,8 @@ class PhaseClassifier:
             signature = {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
             limit = _grok_limit(a, fitted, rules)
             shrunk = _shrunk(table["layer_norm"], fitted, rules.get("shrink_ratio"))
-            return {"fitted": fitted, "grokking": fitted & ((a <= limit) | shrunk), "layer_signature": signature,
+            return {"fitted": fitted, "grokking": fitted & ((a <= limit) | shrunk), "shrunk": shrunk,
+                    "layer_signature": signature,
                     "layer_gate": _norm_gate(table["layer_norm"], rules["norm_ratio"])}
 
     @staticmethod
@@ -710,7 +711,7 @@ class PhaseClassifier:
                 "onset_ratio": onset_ratio, "grok_ratio": float(rules["grok_ratio"]),
                 "layer_shrink": layer_shrink, "shrink": _largest(layer_shrink),
                 "shrink_ratio": None if shrink is None else float(shrink),
-                "shrunk": _shrunk(norm, parts["fitted"], shrink),
+                "shrunk": parts["shrunk"],
                 "grokking": parts["grokking"],
                 "layer_signature": parts["layer_signature"], "layer_norm_ratio": ratio,
                 "layer_gate": parts["layer_gate"], "anti_grokking": anti}
