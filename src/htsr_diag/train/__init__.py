@@ -17,7 +17,9 @@ from .data import (
     training_pool,
 )
 from .model import MLP
+from .tasks import build_model, task_data
 from .trainer import (
+    noisy_labels,
     TrainingDivergedError,
     checkpoint_steps,
     list_checkpoints,
@@ -50,4 +52,7 @@ __all__ = [
     "train_ensemble",
     "training_pool",
     "training_subset",
+    "noisy_labels",
+    "build_model",
+    "task_data",
 ]

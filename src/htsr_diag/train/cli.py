@@ -58,9 +58,12 @@ _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "seed": _int, "lr": float, "weight_decay": float, "betas": _pair(float), "eps": float,
     "batch_size": _int, "steps": _int, "dtype": str, "init_scale": float, "hidden": _pair(_int),
     "n_train_per_class": _int, "checkpoints_per_decade": _int, "data_dir": str, "device": str,
-    "data_seed": _int,
+    "data_seed": _int, "task": str, "label_noise": float, "modulus": _int, "operation": str,
+    "train_fraction": float, "d_model": _int, "n_heads": _int, "d_mlp": _int, "decoder_lr": float,
+    "decoder_weight_decay": float,
 }
-_CHOICES = {"dtype": ["float64", "float32"]}
+_CHOICES = {"dtype": ["float64", "float32"], "task": ["mnist", "modular", "liu_toy"],
+            "operation": ["add", "sub", "mul", "div"]}
 
 
 def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:

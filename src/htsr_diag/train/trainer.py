@@ -44,6 +44,7 @@ __all__ = [
     "load_checkpoint",
     "resolve_device",
     "training_subset",
+    "noisy_labels",
     "TrainingDivergedError",
 ]
 
@@ -170,6 +171,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}. The file is missing or truncated; "
                               f"delete it (a resumed run rewrites it).") from exc
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            fmt = (f.metadata() or {}).get("format", "htsr_diag.mlp")
+    except Exception:  # pragma: no cover - load_file succeeded above
+        fmt = "htsr_diag.mlp"
+    if fmt != "htsr_diag.mlp":
+        return sd  # a task-family checkpoint (htsr_diag.modular, htsr_diag.liu_toy): its own names
     missing = [n for n in PARAM_NAMES if n not in sd]
     if missing:
         raise CheckpointError(f"{path} is not an htsr_diag MLP checkpoint: missing {missing}.")
@@ -427,7 +436,31 @@ def training_subset(config: TrainConfig, data: MNIST | None = None) -> tuple[np.
         pool = np.arange(data.n_train)
     seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
     idx = pool[stratified_indices(data.train_y[pool], cfg.n_train_per_class, seed)]
-    return data.train_x[idx], data.train_y[idx]
+    x, y = data.train_x[idx], data.train_y[idx].copy()
+    if cfg.label_noise > 0:
+        y = noisy_labels(y, cfg.label_noise, seed)
+    return x, y
+
+
+def noisy_labels(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """``y`` with a seeded ``fraction`` of its entries shuffled among themselves.
+
+    ``round(fraction * n)`` positions are drawn at random and their labels permuted, so the
+    class counts are kept (some labels land on their own class by chance). At 1.0 the
+    labels are a random permutation of the originals: independent of the images.
+
+    Examples
+    --------
+    >>> y = np.arange(10) % 3
+    >>> z = noisy_labels(y, 1.0, seed=0)
+    >>> sorted(z.tolist()) == sorted(y.tolist()), bool((z != y).any())
+    (True, True)
+    """
+    y = np.array(y, copy=True)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x4015E]))
+    pos = np.sort(rng.choice(y.size, size=int(round(fraction * y.size)), replace=False))
+    y[pos] = y[pos][rng.permutation(pos.size)]
+    return y
 
 
 def _check_compatible(configs: Sequence[TrainConfig]) -> None:
@@ -436,13 +469,15 @@ def _check_compatible(configs: Sequence[TrainConfig]) -> None:
     for c in configs:
         if not isinstance(c, TrainConfig):
             raise TypeError(f"configs must be TrainConfig objects; got {type(c).__name__}.")
-    shared = ("betas", "eps", "batch_size", "steps", "dtype", "init_scale", "hidden",
-              "n_train_per_class", "checkpoints_per_decade", "data_dir")
+    shared = ("task", "betas", "eps", "batch_size", "steps", "dtype", "init_scale", "hidden",
+              "n_train_per_class", "checkpoints_per_decade", "data_dir", "modulus", "operation",
+              "train_fraction", "d_model", "n_heads", "d_mlp")
     for name in shared:
         values = {repr(getattr(c, name)) for c in configs}
         if len(values) > 1:
             raise ValueError(f"ensemble members must share {name}; got {sorted(values)}. Members may "
-                             f"differ only in seed, data_seed, lr and weight_decay; train the others "
+                             f"differ only in seed, data_seed, lr, weight_decay, label_noise, decoder_lr "
+                             f"and decoder_weight_decay; train the others "
                              f"as a separate ensemble.")
 
 
@@ -538,7 +573,8 @@ def _load_state(state_dir: Path, eng: _Engine) -> float | None:
 def train(config: TrainConfig, out_dir: str | os.PathLike, *, device: str | torch.device | None = None,
           progress: bool | None = None, resume: bool = True,
           callback: Callable[[int], None] | None = None, compile: bool = False) -> Path:
-    """Train one MLP on MNIST and write a run folder (config, metrics, log-spaced checkpoints).
+    """Train one run of a task family (default: the MLP on MNIST) and write a run folder
+    (config, metrics, log-spaced checkpoints).
 
     Parameters
     ----------
@@ -653,15 +689,8 @@ def _run(configs: list[TrainConfig], dirs: list[Path], state_dir: Path, *, devic
         _write_config(d, c, resume)
     state_dir.mkdir(parents=True, exist_ok=True)
     _clean_tmp(state_dir)
-    # ---- data on the device
-    data = load_mnist(c0.data_dir)
-    xs, ys = zip(*(training_subset(c, data) for c in configs))
-    x_train = torch.as_tensor(np.stack(xs), device=dev).to(dtype).div_(255.0)
-    y_train = torch.as_tensor(np.stack(ys), device=dev)
-    x_test = torch.as_tensor(data.test_x, device=dev).to(dtype).div_(255.0)
-    y_test = torch.as_tensor(data.test_y, device=dev)
     with torch.no_grad():
-        eng = _Engine(configs, dev, x_train, y_train, x_test, y_test)
+        eng = _make_engine(configs, dev, dtype)
         wall0 = _load_state(state_dir, eng) if resume else None
         if wall0 is None:
             wall0 = 0.0
@@ -676,7 +705,22 @@ def _run(configs: list[TrainConfig], dirs: list[Path], state_dir: Path, *, devic
         _loop(eng, configs, dirs, state_dir, wall0, progress, callback)
 
 
-def _loop(eng: _Engine, configs, dirs, state_dir: Path, wall0: float, progress, callback) -> None:
+def _make_engine(configs: list[TrainConfig], dev: torch.device, dtype: torch.dtype):
+    """The engine of the configs' task: the batched MLP for MNIST, else the module engine."""
+    c0 = configs[0]
+    if c0.task != "mnist":
+        from .module_engine import ModuleEngine
+        return ModuleEngine(configs, dev)
+    data = load_mnist(c0.data_dir)
+    xs, ys = zip(*(training_subset(c, data) for c in configs))
+    x_train = torch.as_tensor(np.stack(xs), device=dev).to(dtype).div_(255.0)
+    y_train = torch.as_tensor(np.stack(ys), device=dev)
+    x_test = torch.as_tensor(data.test_x, device=dev).to(dtype).div_(255.0)
+    y_test = torch.as_tensor(data.test_y, device=dev)
+    return _Engine(configs, dev, x_train, y_train, x_test, y_test)
+
+
+def _loop(eng, configs, dirs, state_dir: Path, wall0: float, progress, callback) -> None:
     c0 = configs[0]
     sched = checkpoint_steps(c0.steps, c0.checkpoints_per_decade)
     t_start = time.perf_counter()
@@ -694,7 +738,8 @@ def _loop(eng: _Engine, configs, dirs, state_dir: Path, wall0: float, progress, 
                 f"step are kept; lower lr (now {[configs[r].lr for r in bad]}) or use dtype='float64'.")
         wall = wall0 + time.perf_counter() - t_start
         for r, d in enumerate(dirs):
-            meta = {"step": str(eng.step), "format": "htsr_diag.mlp", "htsr_diag_version": _version()}
+            fmt = "htsr_diag.mlp" if c0.task == "mnist" else f"htsr_diag.{c0.task}"
+            meta = {"step": str(eng.step), "format": fmt, "htsr_diag_version": _version()}
             _atomic_save_safetensors(d / "checkpoints" / f"step_{eng.step:09d}.safetensors",
                                      eng.member_state(r), meta)
             row = {"step": eng.step, **{k: float(v[r]) for k, v in m.items()}, "wall_time": wall}
