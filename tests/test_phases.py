@@ -9,12 +9,13 @@ import warnings
 import numpy as np
 import pytest
 
-from htsr_diag.exceptions import NotFittedError
+from htsr_diag.exceptions import MissingTrainAccWarning, NoFeatureWarning, NotFittedError
 from htsr_diag.phases import (
     ANTI,
     GROK,
     PHASES,
     PRE,
+    UNKNOWN,
     PhaseClassifier,
     phase_agreement,
     phases_from_accuracy,
@@ -160,7 +161,7 @@ def test_unfitted_training_set_keeps_pre_grokking():
 
 
 def test_patience_and_causal_mode():
-    feats = _table([5, 5, 3, 3, 3, 1.5, 1.5, 1.5], [0, 0, 0, 0, 0, 2, 2, 2])
+    feats = _table([5, 5, 3, 3, 3, 1.5, 1.5, 1.5], [0, 0, 0, 0, 0, 2, 2, 2], np.ones(8))
     offline = PhaseClassifier(patience=2).predict(feats)
     causal = PhaseClassifier(patience=2, causal=True).predict(feats)
     assert offline.tolist() == [PRE, PRE, GROK, GROK, GROK, ANTI, ANTI, ANTI]
@@ -173,9 +174,9 @@ def test_causal_label_at_t_ignores_the_future():
     alpha = np.concatenate([rng.uniform(3.5, 6, 10), rng.uniform(2.1, 3.4, 10), rng.uniform(0.8, 1.9, 10)])
     traps = np.concatenate([np.zeros(20), rng.integers(0, 4, 10)])
     clf = PhaseClassifier(causal=True, patience=2)
-    full = clf.predict(_table(alpha, traps))
+    full = clf.predict(_table(alpha, traps, np.ones(30)))
     for t in range(1, 31):
-        prefix = clf.predict(_table(alpha[:t], traps[:t]))
+        prefix = clf.predict(_table(alpha[:t], traps[:t], np.ones(t)))
         np.testing.assert_array_equal(prefix, full[:t])
         label, conf = clf.predict_step([{"alpha": a, "n_traps": k} for a, k in zip(alpha[:t], traps[:t])])
         assert label == full[t - 1]
@@ -186,15 +187,15 @@ def test_predict_step_is_causal_even_for_an_offline_classifier():
     clf = PhaseClassifier(patience=3)  # offline would date the switch back 2 checkpoints
     hist = [{"alpha": 5.0, "n_traps": 0}] + [{"alpha": 3.0, "n_traps": 0}] * 2
     assert clf.predict_step(hist)[0] == PRE
-    assert clf.predict(_table([5, 3, 3], [0, 0, 0])).tolist() == [PRE, PRE, PRE]
+    assert clf.predict(_table([5, 3, 3], [0, 0, 0], np.ones(3))).tolist() == [PRE, PRE, PRE]
     assert clf.causal is False
 
 
 def test_transition_steps_and_confidence():
-    feats = _table([5, 4, 3, 2.5, 1.5, 1.0], [0, 0, 0, 0, 1, 5])
+    feats = _table([5, 4, 3, 2.5, 1.5, 1.0], [0, 0, 0, 0, 1, 5], np.ones(6))
     feats["step"] = [1, 10, 100, 1000, 10000, 100000]
     clf = PhaseClassifier()
-    # no training accuracy: the onset base is the first checkpoint's alpha, 5 -> limit 0.78 * 5 = 3.9
+    # fitted from the first checkpoint: the onset base is its alpha, 5 -> limit 0.78 * 5 = 3.9
     assert clf.transition_steps(feats) == {GROK: 100, ANTI: 10000}
     assert PhaseClassifier(alpha_grok=3.45).transition_steps(feats) == {GROK: 100, ANTI: 10000}
     v2 = PhaseClassifier(anti_rule="both", min_traps=1)
@@ -210,7 +211,7 @@ def test_transition_steps_and_confidence():
     d = clf.confidence(feats)
     np.testing.assert_allclose(d[0], 1 / (1 + np.exp(-1.5)))
     np.testing.assert_allclose(d[-1], 1 / (1 + np.exp(-4.0)))
-    assert clf.transition_steps(_table([5, 5], [0, 0])) == {GROK: None, ANTI: None}
+    assert clf.transition_steps(_table([5, 5], [0, 0], [1, 1])) == {GROK: None, ANTI: None}
 
 
 def test_fit_recovers_thresholds_from_labelled_runs():
@@ -225,7 +226,7 @@ def test_fit_recovers_thresholds_from_labelled_runs():
         traps[k0 - 3:k0] = 1  # single traps before the collapse: noise the rule must ignore
         lab = np.where(alpha <= 3.0, GROK, PRE).astype(object)
         lab[k0:] = ANTI
-        runs.append(_table(alpha, traps))
+        runs.append(_table(alpha, traps, np.ones(40)))
         labels.append(lab.astype(str))
     clf = PhaseClassifier()
     default_acc = np.mean([phase_agreement(clf.predict(r), lab) for r, lab in zip(runs, labels)])
@@ -366,18 +367,18 @@ def _layered(alpha_l, traps_l, norm_l, train=None):
 def test_one_over_fit_layer_is_enough():
     # FC1 alpha 1.8 with 2 traps while FC2 stays at 3.4 (what the fast-preset collapse looks like,
     # docs/phases.md): the mean alpha is 2.6, which the old mean rule never called anti-grokking.
-    t = _layered([[6.0, 3.0, 1.8], [6.0, 3.4, 3.4]], [[0, 0, 1], [0, 0, 0]], [[1, 1.2, 1.5], [1, 1, 1]])
+    t = _layered([[6.0, 3.0, 1.8], [6.0, 3.4, 3.4]], [[0, 0, 1], [0, 0, 0]], [[1, 1.2, 1.5], [1, 1, 1]], [1, 1, 1])
     assert PhaseClassifier().predict(t).tolist() == [PRE, GROK, ANTI]
     # the same totals presented as a single pseudo-layer do not trigger (mean alpha 2.6 >= 2, 1 trap)
-    assert PhaseClassifier().predict(_table(t["alpha"], t["n_traps"])).tolist() == [PRE, GROK, GROK]
+    assert PhaseClassifier().predict(_table(t["alpha"], t["n_traps"], [1, 1, 1])).tolist() == [PRE, GROK, GROK]
 
 
 def test_norm_gate_ignores_heavy_tails_of_a_layer_shrunk_by_weight_decay():
     # alpha < 2 and traps in a layer whose norm fell to 40% of its initial value (weight decay 0.1
     # runs): not a collapse by default; the same layer above its initial norm is one.
-    alpha, traps = [[6.0, 3.0, 1.5, 1.4]], [[0, 0, 5, 8]]
-    shrunk = _layered(alpha, traps, [[50.0, 30.0, 20.0, 20.0]])
-    grown = _layered(alpha, traps, [[50.0, 60.0, 80.0, 90.0]])
+    alpha, traps, fitted = [[6.0, 3.0, 1.5, 1.4]], [[0, 0, 5, 8]], np.ones(4)
+    shrunk = _layered(alpha, traps, [[50.0, 30.0, 20.0, 20.0]], fitted)
+    grown = _layered(alpha, traps, [[50.0, 60.0, 80.0, 90.0]], fitted)
     assert ANTI not in PhaseClassifier().predict(shrunk)
     assert PhaseClassifier().predict(grown).tolist() == [PRE, GROK, ANTI, ANTI]
     assert PhaseClassifier(norm_ratio=None).predict(shrunk)[-1] == ANTI
@@ -385,15 +386,15 @@ def test_norm_gate_ignores_heavy_tails_of_a_layer_shrunk_by_weight_decay():
     # the gate compares with the first checkpoint only, so it is causal
     clf = PhaseClassifier(causal=True)
     for t in range(1, 5):
-        part = _layered([a[:t] for a in alpha], [k[:t] for k in traps], [[50.0, 60.0, 80.0, 90.0][:t]])
+        part = _layered([a[:t] for a in alpha], [k[:t] for k in traps], [[50.0, 60.0, 80.0, 90.0][:t]], fitted[:t])
         np.testing.assert_array_equal(clf.predict(part), clf.predict(grown)[:t])
 
 
 def test_unknown_norms_skip_the_gate():
-    t = _layered([[6.0, 3.0, 1.5]], [[0, 0, 3]], [[np.nan, np.nan, np.nan]])
+    t = _layered([[6.0, 3.0, 1.5]], [[0, 0, 3]], [[np.nan, np.nan, np.nan]], [1, 1, 1])
     assert PhaseClassifier().predict(t)[-1] == ANTI
     # a flat table with a "norm" column uses it as the single layer's norm
-    flat = _table([6.0, 3.0, 1.5], [0, 0, 3])
+    flat = _table([6.0, 3.0, 1.5], [0, 0, 3], [1, 1, 1])
     flat["norm"] = [90.0, 60.0, 40.0]
     assert ANTI not in PhaseClassifier().predict(flat)
 
@@ -693,3 +694,299 @@ def test_evidence_agrees_with_predict_on_random_tables():
         first_anti = np.flatnonzero(ev["anti_grokking"])
         labelled = np.flatnonzero(pred == ANTI)
         assert (first_anti[0] if first_anti.size else None) == (labelled[0] if labelled.size else None)
+
+
+# ----------------------------------------------------------------------------- input hygiene
+def _random_run(rng, n=20, layers=2):
+    """A feature table with log-spaced steps whose rules fire (fitted at checkpoint 3, layers growing)."""
+    return {"step": np.round(np.logspace(0, 5, n)), "alpha": rng.uniform(2.5, 6, n), "n_traps": np.zeros(n),
+            "train_acc": np.r_[np.full(3, 0.5), np.ones(n - 3)],
+            "layer_alpha": rng.uniform(1.5, 6, (layers, n)), "layer_n_traps": rng.integers(0, 3, (layers, n)) * 1.0,
+            "layer_norm": np.cumprod(rng.uniform(0.97, 1.1, (layers, n)), axis=1),
+            "layer_stable_rank": np.cumprod(rng.uniform(0.95, 1.01, (layers, n)), axis=1) * 50}
+
+
+def _shuffled(table, perm):
+    return {k: np.asarray(v)[..., perm] for k, v in table.items()}
+
+
+@pytest.mark.parametrize("params", [{}, {"causal": True}, {"patience": 2}, {"causal": True, "patience": 2}])
+def test_a_shuffled_mapping_gives_each_step_the_label_of_the_sorted_one(params):
+    rng = np.random.default_rng(5)
+    clf = PhaseClassifier(**params)
+    seen = set()
+    for _ in range(6):
+        table = _random_run(rng)
+        perm = rng.permutation(20)
+        shuffled = _shuffled(table, perm)
+        labels = clf.predict(table)
+        seen |= set(labels.tolist())
+        # labels come back in the caller's row order: row i of the shuffled table is checkpoint perm[i]
+        np.testing.assert_array_equal(clf.predict(shuffled), labels[perm])
+        np.testing.assert_array_equal(clf.confidence(shuffled), clf.confidence(table)[perm])
+        assert clf.transition_steps(shuffled) == clf.transition_steps(table)
+        ev, ev_sorted = clf.evidence(shuffled), clf.evidence(table)
+        np.testing.assert_array_equal(ev["step"], table["step"][perm])
+        for key in ("fitted", "grokking", "onset_ratio", "shrink", "anti_grokking", "has_feature"):
+            np.testing.assert_array_equal(ev[key], ev_sorted[key][perm])
+        for key in ("layer_signature", "layer_gate", "layer_norm_ratio", "layer_shrink"):
+            np.testing.assert_array_equal(ev[key], ev_sorted[key][:, perm])
+        # features() itself is in step order, every column and layer table sorted together
+        feats = clf.features(shuffled)
+        for key, value in clf.features(table).items():
+            np.testing.assert_array_equal(feats[key], value)
+        # a sequence of per-checkpoint mappings with "step" is sorted the same way
+        rows = [{k: (v[:, i].tolist() if np.ndim(v) == 2 else v[i]) for k, v in shuffled.items()} for i in range(20)]
+        np.testing.assert_array_equal(clf.predict(rows), labels[perm])
+    assert seen == set(PHASES)  # every phase occurred, so the order was exercised on each
+
+
+def test_fit_on_shuffled_runs_equals_fit_on_sorted_runs():
+    rng = np.random.default_rng(8)
+    runs = [_random_run(rng, n=25) for _ in range(3)]
+    labels = [np.asarray(PHASES)[np.sort(rng.integers(0, 3, 25))] for _ in runs]
+    perms = [rng.permutation(25) for _ in runs]
+    ordered = PhaseClassifier(causal=True).fit(runs, labels, params=["grok_ratio", "min_traps"])
+    shuffled = PhaseClassifier(causal=True).fit([_shuffled(r, p) for r, p in zip(runs, perms)],
+                                                [lab[p] for lab, p in zip(labels, perms)],
+                                                params=["grok_ratio", "min_traps"])
+    assert shuffled.thresholds_ == ordered.thresholds_
+    assert shuffled.train_agreement_ == ordered.train_agreement_
+
+
+def test_a_mapping_without_steps_is_read_in_row_order():
+    # documented: without "step" the rows are checkpoints 0, 1, ..., n-1 in the given order
+    # fitted throughout: the onset base is the first row's alpha, the limit 0.78 x that
+    feats = _table([6.0, 4.0, 2.9], [0, 0, 0], [1.0, 1.0, 1.0])
+    clf = PhaseClassifier()
+    np.testing.assert_array_equal(clf.features(feats)["step"], [0.0, 1.0, 2.0])
+    assert clf.predict(feats).tolist() == [PRE, GROK, GROK]  # limit 4.68
+    backwards = _table([2.9, 4.0, 6.0], [0, 0, 0], [1.0, 1.0, 1.0])  # read as given: a different run
+    assert clf.predict(backwards).tolist() == [PRE, PRE, PRE]  # limit 2.26
+    # the same rows with their steps are put back in order, and labelled in the rows' order
+    assert clf.predict({**backwards, "step": [100, 10, 0]}).tolist() == [GROK, GROK, PRE]
+
+
+def test_repeated_or_non_finite_steps_raise():
+    clf = PhaseClassifier()
+    feats = _table([6.0, 4.0, 2.9], [0, 0, 0], [0.5, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"step must not repeat: step 10 appears 2 times\. Each checkpoint needs its "
+                                         r"own step; drop the repeated rows"):
+        clf.predict({**feats, "step": [10, 0, 10]})
+    rows = [{"alpha": 3.0, "n_traps": 0, "train_acc": 1.0, "step": s} for s in (0, 5, 5)]
+    with pytest.raises(ValueError, match=r"step must not repeat: step 5 appears 2 times"):
+        clf.predict_step(rows)
+    with pytest.raises(ValueError, match=r"step must be finite; got NaN or Inf at index 1\. Drop or fill"):
+        clf.predict({**feats, "step": [0, np.nan, 10]})
+    with pytest.raises(ValueError, match=r"step must be finite; got NaN or Inf at index 2"):
+        clf.features(rows[:2] + [{"alpha": 3.0, "n_traps": 0}])  # a row without "step" among rows with one
+    with pytest.raises(ValueError, match=r"step must be finite; got NaN or Inf at index 0"):
+        clf.evidence({**feats, "step": [np.inf, 1, 2]})
+
+
+def _with_featureless(table, cols):
+    out = {k: np.array(v, dtype=float) for k, v in table.items()}
+    for key in ("alpha", "n_traps", "layer_alpha", "layer_n_traps", "layer_norm", "layer_stable_rank"):
+        if key in out:
+            out[key][..., cols] = np.nan
+    return out
+
+
+def test_a_featureless_checkpoint_is_unknown_with_a_warning():
+    # Fitted from checkpoint 1: onset base median(6, 4) = 5, limit 0.78 x 5 = 3.9. Checkpoint 2 has
+    # no feature at all; 3 and 4 are grokking (alpha <= 3.9), 5 anti-grokking (alpha 1.5 < 2, no norm known).
+    feats = {"step": [0, 10, 20, 30, 40, 50], "alpha": [6.0, 4.0, np.nan, 2.9, 2.8, 1.5],
+             "n_traps": [0, 0, np.nan, 0, 0, 3], "train_acc": [0.5, 1, 1, 1, 1, 1]}
+    clf = PhaseClassifier()
+    with pytest.warns(NoFeatureWarning, match=r"1 checkpoint\(s\) have no finite feature in any analysed layer "
+                                              r"\(steps 20\).*labelled 'unknown' \(confidence NaN\).*Check their "
+                                              r"weights for NaN"):
+        labels = clf.predict(feats)
+    assert labels.tolist() == [PRE, PRE, UNKNOWN, GROK, GROK, ANTI]
+    assert UNKNOWN not in PHASES
+    with pytest.warns(NoFeatureWarning):
+        conf = clf.confidence(feats)
+    assert np.isnan(conf[2]) and np.isfinite(np.delete(conf, 2)).all()
+    with pytest.warns(NoFeatureWarning):
+        assert clf.evidence(feats)["has_feature"].tolist() == [True, True, False, True, True, True]
+    # unknown is a disagreement, even with itself
+    assert phase_agreement(labels, [PRE, PRE, GROK, GROK, GROK, ANTI]) == pytest.approx(5 / 6)
+    assert phase_agreement([UNKNOWN, GROK], [UNKNOWN, GROK]) == 0.5
+    # a featureless checkpoint where grokking would start is skipped by transition_steps
+    first = {**feats, "alpha": [6.0, 4.0, np.nan, 2.9, 2.8, 2.8], "n_traps": [0, 0, np.nan, 0, 0, 0]}
+    first["alpha"][3] = np.nan
+    first["n_traps"][3] = np.nan
+    with pytest.warns(NoFeatureWarning, match=r"2 checkpoint\(s\).*\(steps 20, 30\)"):
+        assert clf.transition_steps(first) == {GROK: 40, ANTI: None}
+
+
+def test_a_featureless_checkpoint_neither_starts_nor_breaks_a_streak():
+    # grokking evidence at checkpoints 2, 4 and 5 (alpha 3.0 <= 3.9), none at 3, which has no feature:
+    # with patience 2 the streak 2 -> 4 holds across it (causal: reported at 4; offline: dated back to 2)
+    feats = {"step": [0, 1, 2, 3, 4, 5], "alpha": [6.0, 4.0, 3.0, np.nan, 3.0, 3.0], "n_traps": [0, 0, 0, np.nan, 0, 0],
+             "train_acc": [0.5, 1, 1, 1, 1, 1]}
+    with pytest.warns(NoFeatureWarning):
+        assert PhaseClassifier(patience=2, causal=True).predict(feats).tolist() == [PRE, PRE, PRE, UNKNOWN, GROK, GROK]
+    with pytest.warns(NoFeatureWarning):
+        assert PhaseClassifier(patience=2).predict(feats).tolist() == [PRE, PRE, GROK, UNKNOWN, GROK, GROK]
+    # a featureless checkpoint alone does not make a streak either
+    alone = {**feats, "alpha": [6.0, 4.0, 3.0, np.nan, 4.5, 4.5]}
+    with pytest.warns(NoFeatureWarning):
+        assert PhaseClassifier(patience=2, causal=True).predict(alone).tolist() == [PRE, PRE, PRE, UNKNOWN, PRE, PRE]
+
+
+def test_predict_step_equals_predict_on_prefixes_with_featureless_checkpoints():
+    rng = np.random.default_rng(12)
+    for patience in (1, 2):
+        for _ in range(5):
+            table = _with_featureless(_random_run(rng), rng.choice(np.arange(1, 20), 4, replace=False))
+            clf = PhaseClassifier(causal=True, patience=patience)
+            with pytest.warns(NoFeatureWarning):
+                full = clf.predict(table)
+            rows = [{k: (np.asarray(v)[:, i].tolist() if np.ndim(v) == 2 else np.asarray(v)[i])
+                     for k, v in table.items()} for i in range(20)]
+            for t in range(1, 21):
+                with warnings.catch_warnings(record=True) as got:
+                    warnings.simplefilter("always")
+                    label, conf = PhaseClassifier(patience=patience).predict_step(rows[:t])
+                    np.testing.assert_array_equal(clf.predict(_shuffled(table, np.arange(t))), full[:t])
+                assert label == full[t - 1]
+                assert np.isnan(conf) == (label == UNKNOWN)
+                own = [w for w in got if issubclass(w.category, NoFeatureWarning) and "its phase is" in str(w.message)]
+                assert len(own) == (label == UNKNOWN)  # predict_step warns about its last checkpoint only
+
+
+def test_predict_step_on_a_featureless_last_checkpoint():
+    rows = [{"alpha": 5.0, "n_traps": 0, "train_acc": 1.0, "step": 0},
+            {"alpha": np.nan, "n_traps": np.nan, "train_acc": 1.0, "step": 7}]
+    with pytest.warns(NoFeatureWarning, match=r"the checkpoint at step 7 has no finite feature .* its phase is "
+                                              r"'unknown'\. Check the weights for NaN"):
+        label, conf = PhaseClassifier().predict_step(rows)
+    assert label == UNKNOWN and np.isnan(conf)
+    with pytest.warns(NoFeatureWarning, match="at step 7"):  # no earlier feature either: still not an error
+        assert PhaseClassifier().predict_step(rows[1:])[0] == UNKNOWN
+
+
+def test_no_finite_feature_anywhere_raises():
+    feats = {"alpha": [np.nan] * 3, "n_traps": [np.nan] * 3, "train_acc": [0.5, 1.0, 1.0]}
+    match = (r"no finite feature in any analysed layer at any checkpoint: alpha, trap count, norm and stable rank "
+             r"are NaN at all 3 checkpoint\(s\) \(steps 0, 1, 2\).*Check the weights for NaN")
+    for method in ("predict", "confidence", "evidence", "transition_steps"):
+        with pytest.raises(ValueError, match=match):
+            getattr(PhaseClassifier(), method)(feats)
+    good = _table([6.0, 4.0, 2.9], [0, 0, 0], [0.5, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"trajectories\[1\] has no finite feature in any analysed layer .* check "
+                                         r"its weights for NaN"):
+        PhaseClassifier().fit([good, feats], [[PRE, PRE, GROK]] * 2)
+
+
+def test_a_nan_model_is_unknown_not_pre_grokking():
+    # The issue: analyze() of a model with NaN weights gives NaN rows, which were labelled pre-grokking
+    # without a word. Real reports of a small MLP (both layers at least 50 wide).
+    import torch
+
+    from htsr_diag.analyze import analyze
+    from htsr_diag.exceptions import DegenerateSpectrumWarning
+    from htsr_diag.trajectory import Trajectory
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(100, 60), torch.nn.ReLU(), torch.nn.Linear(60, 60))
+    ok = analyze(model, rng=0, center_traps=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.warns(DegenerateSpectrumWarning, match="non-finite weights"):
+        broken = analyze(model, rng=0, center_traps=True)
+    traj = Trajectory(steps=[0, 10, 20], reports=[ok, ok, broken], metrics={"train_acc": [0.5, 0.6, 0.6]})
+    with pytest.warns(NoFeatureWarning, match=r"\(steps 20\)"):
+        assert PhaseClassifier().predict(traj).tolist() == [PRE, PRE, UNKNOWN]
+    dead = Trajectory(steps=[0, 10], reports=[broken, broken], metrics={"train_acc": [0.5, 0.6]})
+    with pytest.raises(ValueError, match=r"no finite feature in any analysed layer at any checkpoint.*\(steps 0, 10\)"):
+        PhaseClassifier().predict(dead)
+
+
+def test_fit_scores_featureless_checkpoints_as_predict_does():
+    # fit's vectorised score must stay the agreement of predict(), "unknown" labels counting as misses
+    rng = np.random.default_rng(4)
+    runs, labels = [], []
+    for _ in range(3):
+        runs.append(_with_featureless(_random_run(rng, n=25), rng.choice(np.arange(25), 5, replace=False)))
+        labels.append(np.asarray(PHASES)[np.sort(rng.integers(0, 3, 25))])
+    for causal in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoFeatureWarning)
+            clf = PhaseClassifier(causal=causal).fit(runs, labels)
+            measured = np.mean([phase_agreement(clf.predict(r), lab) for r, lab in zip(runs, labels)])
+        assert clf.train_agreement_ == pytest.approx(measured, abs=1e-9)
+
+
+def test_train_acc_keyword_overrides_the_table():
+    feats = _table([6.0, 4.0, 2.9, 2.8], [0, 0, 0, 0])
+    clf = PhaseClassifier()
+    given = {**feats, "train_acc": np.array([0.5, 1.0, 1.0, 1.0])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # train_acc given: no MissingTrainAccWarning
+        assert clf.predict(feats, train_acc=[0.5, 1.0, 1.0, 1.0]).tolist() == clf.predict(given).tolist()
+        np.testing.assert_array_equal(clf.confidence(feats, train_acc=given["train_acc"]), clf.confidence(given))
+        assert clf.transition_steps(feats, train_acc=given["train_acc"]) == clf.transition_steps(given)
+        assert clf.evidence(feats, train_acc=given["train_acc"])["fitted"].tolist() == [False, True, True, True]
+        # the keyword replaces the table's own column: never fitted here, so never grokking
+        assert clf.predict(given, train_acc=[0.5, 0.5, 0.5, 0.5]).tolist() == [PRE] * 4
+        # NaN is allowed (unknown), and in the caller's row order for a shuffled mapping
+        assert clf.predict(given, train_acc=[0.5, 1, np.nan, 1]).tolist() == clf.predict(given).tolist()
+        shuffled = {**feats, "step": [3, 0, 2, 1]}  # rows are steps 3, 0, 2, 1
+        assert (clf.predict(shuffled, train_acc=[1.0, 0.5, 1.0, 1.0]).tolist()
+                == clf.predict({**feats, "step": [3, 0, 2, 1], "train_acc": [1.0, 0.5, 1.0, 1.0]}).tolist())
+
+
+def test_train_acc_keyword_on_a_trajectory():
+    from htsr_diag.trajectory import Trajectory
+
+    reports = [_Report([_Layer("fc1", (200, 784), a, 0, g)]) for a, g in ((6.0, 1.0), (4.0, 1.0), (2.9, 1.1))]
+    with_metric = Trajectory(steps=[0, 10, 100], reports=reports, metrics={"train_acc": [0.5, 1.0, 1.0]})
+    bare = Trajectory(steps=[0, 10, 100], reports=reports, metrics={})
+    clf = PhaseClassifier(onset="alpha")
+    with pytest.warns(MissingTrainAccWarning):  # unknown counts as fitted: base 6.0, and 4.0 <= 0.78 x 6.0
+        assert clf.predict(bare).tolist() == [PRE, GROK, GROK]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert clf.predict(bare, train_acc=[0.5, 1.0, 1.0]).tolist() == clf.predict(with_metric).tolist() == \
+            [PRE, PRE, GROK]
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ([0.5, 1.0], r"train_acc must have one value per checkpoint \(3\); got 2\. Align it with steps"),
+    ([50, 100, 100], r"train_acc must hold fractions in \[0, 1\] \(NaN where unknown\); got 50 at index 0\. "
+                     r"Divide percentages by 100"),
+    ([0.5, -0.1, 1.0], r"train_acc must hold fractions in \[0, 1\].*got -0.1 at index 1"),
+    ([0.5, np.inf, 1.0], r"train_acc must hold fractions in \[0, 1\].*got inf at index 1"),
+    ([[0.5, 1.0, 1.0]], r"train_acc must be 1-D \(one value per checkpoint\)"),
+])
+def test_bad_train_acc_keyword_raises(value, match):
+    feats = _table([6.0, 4.0, 2.9], [0, 0, 0])
+    for method in ("predict", "confidence", "evidence", "transition_steps"):
+        with pytest.raises(ValueError, match=match):
+            getattr(PhaseClassifier(), method)(feats, train_acc=value)
+
+
+def test_a_percentage_train_acc_column_raises():
+    with pytest.raises(ValueError, match=r"the feature table's 'train_acc' must hold fractions in \[0, 1\].*got 50 "
+                                         r"at index 0\. Divide percentages by 100"):
+        PhaseClassifier().predict(_table([6.0, 4.0, 2.9], [0, 0, 0], [50, 100, 100]))
+
+
+def test_missing_train_acc_warns_once_per_call():
+    feats = _table([6.0, 4.0, 2.9], [0, 0, 0])
+    match = (r"no training accuracy at any checkpoint: the classifier cannot tell memorisation from grokking without "
+             r"it.*predict\(traj, train_acc=...\).*Monitor.step\(step, train_acc=...\).*metrics.jsonl")
+    for method in ("predict", "confidence", "evidence", "transition_steps"):
+        with pytest.warns(MissingTrainAccWarning, match=match) as got:
+            getattr(PhaseClassifier(), method)(feats)
+        assert sum(issubclass(w.category, MissingTrainAccWarning) for w in got) == 1, method
+    assert issubclass(MissingTrainAccWarning, UserWarning) and issubclass(NoFeatureWarning, UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PhaseClassifier(use_train_acc=False).predict(feats)  # the rules do not read it: nothing to warn about
+        PhaseClassifier().predict({**feats, "train_acc": [np.nan, 1.0, np.nan]})  # known somewhere
+        PhaseClassifier().predict(feats, train_acc=[0.5, 1.0, 1.0])
+        PhaseClassifier().predict_step([{"alpha": 3.0, "n_traps": 0}] * 3)  # the Monitor warns instead

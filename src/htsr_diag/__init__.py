@@ -23,6 +23,8 @@ from .exceptions import (
     CheckpointError,
     DegenerateSpectrumWarning,
     HTSRWarning,
+    MissingTrainAccWarning,
+    NoFeatureWarning,
     NotFittedError,
     SmallSpectrumWarning,
 )
@@ -40,7 +42,7 @@ from .mp import (
 )
 from .powerlaw import PowerLawFit, layer_alpha
 from .report import RunReport, RunSummary, write_report
-from .phases import ANTI, GROK, PHASES, PRE, PhaseClassifier, phase_agreement, phases_from_accuracy
+from .phases import ANTI, GROK, PHASES, PRE, UNKNOWN, PhaseClassifier, phase_agreement, phases_from_accuracy
 from .spectrum import esd, esd_many, rank_floor
 from .trajectory import Trajectory, analyze_checkpoints
 from .traps import (
@@ -65,6 +67,7 @@ __all__ = [
     "GROK",
     "ANTI",
     "PHASES",
+    "UNKNOWN",
     "esd",
     "esd_many",
     "rank_floor",
@@ -110,6 +113,8 @@ __all__ = [
     "HTSRWarning",
     "DegenerateSpectrumWarning",
     "SmallSpectrumWarning",
+    "NoFeatureWarning",
+    "MissingTrainAccWarning",
     "CheckpointError",
     "NotFittedError",
 ]

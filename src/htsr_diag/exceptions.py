@@ -13,6 +13,8 @@ __all__ = [
     "HTSRWarning",
     "DegenerateSpectrumWarning",
     "SmallSpectrumWarning",
+    "NoFeatureWarning",
+    "MissingTrainAccWarning",
     "CheckpointError",
     "NotFittedError",
 ]
@@ -29,6 +31,17 @@ class DegenerateSpectrumWarning(HTSRWarning):
 
 class SmallSpectrumWarning(HTSRWarning):
     """A fit was made on so few eigenvalues that its value is unreliable."""
+
+
+class NoFeatureWarning(HTSRWarning):
+    """A checkpoint has no finite feature (alpha, trap count, norm or stable rank) in any
+    analysed layer, e.g. a model whose weights are NaN. The phase classifier labels it
+    ``"unknown"`` (confidence NaN) instead of guessing a phase."""
+
+
+class MissingTrainAccWarning(HTSRWarning):
+    """The phase classifier was asked to use the training accuracy (``use_train_acc=True``)
+    and got none at any checkpoint: it cannot tell memorisation from grokking without it."""
 
 
 class CheckpointError(ValueError):

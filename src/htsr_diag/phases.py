@@ -14,7 +14,8 @@ arXiv 2506.04434, Figure 1):
 needed): it is the reference used to evaluate and calibrate the classifier, never its
 input. :class:`PhaseClassifier` labels checkpoints from weight-only features (per-layer
 alpha, centred correlation-trap counts and norms; optionally the training accuracy, which
-every user has).
+every user has); a checkpoint with no finite feature (e.g. NaN weights) it labels
+``UNKNOWN`` = ``"unknown"``, which is not a phase.
 See ``docs/phases.md`` for the rules, their defaults and the measured accuracy.
 """
 
@@ -28,13 +29,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .exceptions import NotFittedError
+from .exceptions import MissingTrainAccWarning, NoFeatureWarning, NotFittedError
 
 __all__ = [
     "PRE",
     "GROK",
     "ANTI",
     "PHASES",
+    "UNKNOWN",
     "phases_from_accuracy",
     "PhaseClassifier",
     "phase_agreement",
@@ -47,6 +49,9 @@ GROK = "grokking"
 ANTI = "anti-grokking"
 #: The three labels in the order a run goes through them.
 PHASES: tuple[str, str, str] = (PRE, GROK, ANTI)
+#: The label :meth:`PhaseClassifier.predict` gives a checkpoint with no finite feature in any
+#: analysed layer (e.g. NaN weights). Not a phase: not in :data:`PHASES`.
+UNKNOWN = "unknown"
 _RANK = {PRE: 0, GROK: 1, ANTI: 2}
 
 #: Per-checkpoint features the classifier reads (keys of a feature table).
@@ -92,6 +97,61 @@ def _check_steps(steps: Any) -> np.ndarray:
         raise ValueError(f"steps must be strictly increasing; got steps[{i}]={s[i]:g} followed by "
                          f"steps[{i + 1}]={s[i + 1]:g}. Sort the checkpoints by step.")
     return s
+
+
+def _check_train_acc(x: Any, name: str, n: int) -> np.ndarray:
+    """Training accuracies, one per checkpoint: fractions in [0, 1], NaN where unknown."""
+    a = _curve(x, name, n, allow_nan=True)
+    bad = np.flatnonzero(~np.isnan(a) & ~((a >= 0) & (a <= 1)))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name} must hold fractions in [0, 1] (NaN where unknown); got {a[i]:g} at index {i}. "
+                         f"Divide percentages by 100.")
+    return a
+
+
+def _step_order(steps: np.ndarray) -> np.ndarray | None:
+    """The permutation that sorts ``steps`` (None when they already increase); repeated steps raise."""
+    if steps.size < 2 or (np.diff(steps) > 0).all():
+        return None
+    order = np.argsort(steps, kind="stable")
+    s = steps[order]
+    rep = np.flatnonzero(np.diff(s) == 0)
+    if rep.size:
+        dup = s[rep[0]]
+        raise ValueError(f"step must not repeat: step {dup:g} appears {int(np.sum(steps == dup))} times. Each "
+                         f"checkpoint needs its own step; drop the repeated rows (e.g. a checkpoint logged twice) "
+                         f"or correct their steps.")
+    return order
+
+
+def _take(table: Mapping[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray]:
+    """Every per-checkpoint column of a feature table (1-D, or along the last axis) reordered."""
+    return {k: np.asarray(v)[..., order] for k, v in table.items()}
+
+
+def _unsort(x: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Per-checkpoint values (along the last axis) from step order back to the caller's order."""
+    return x if order is None else x[..., np.argsort(order)]
+
+
+def _has_feature(table: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per checkpoint: some analysed layer has a finite alpha, trap count, norm or stable rank."""
+    known = np.isfinite(table["alpha"])
+    for key in LAYER_FEATURES:
+        known = known | np.isfinite(table[key]).any(axis=0)
+    return known
+
+
+def _labels(rank: np.ndarray) -> np.ndarray:
+    """Phase names of ranks 0, 1, 2; ``UNKNOWN`` for -1."""
+    names = np.asarray(PHASES + (UNKNOWN,), dtype=str)
+    return names[np.where(rank >= 0, rank, len(PHASES))]
+
+
+def _list_steps(steps: np.ndarray) -> str:
+    shown = ", ".join(f"{s:g}" for s in steps[:5])
+    return shown + (f", ... ({steps.size} in all)" if steps.size > 5 else "")
 
 
 # ----------------------------------------------------------------------------- ground truth
@@ -178,6 +238,10 @@ def phases_from_accuracy(steps: Any, train_acc: Any, test_acc: Any, *,
 def phase_agreement(predicted: Any, reference: Any) -> float:
     """Fraction of checkpoints where two label sequences agree.
 
+    A checkpoint the classifier labelled ``"unknown"`` (no finite feature, see
+    :data:`UNKNOWN`) counts as a disagreement, whatever the reference says: the agreement
+    is over every checkpoint, so a model with NaN weights cannot score well by being skipped.
+
     Parameters
     ----------
     predicted, reference : array_like of str, shape (n,)
@@ -195,7 +259,7 @@ def phase_agreement(predicted: Any, reference: Any) -> float:
     if p.shape != r.shape or p.ndim != 1 or p.size == 0:
         raise ValueError(f"predicted and reference must be non-empty 1-D sequences of equal length; "
                          f"got shapes {p.shape} and {r.shape}.")
-    return float(np.mean(p == r))
+    return float(np.mean((p == r) & (p != UNKNOWN)))
 
 
 # ----------------------------------------------------------------------------- classifier
@@ -498,7 +562,7 @@ class PhaseClassifier:
         return keep
 
     def features(self, data: Any) -> dict[str, np.ndarray]:
-        """The per-checkpoint feature table the rules read.
+        """The per-checkpoint feature table the rules read, in increasing step order.
 
         Parameters
         ----------
@@ -510,14 +574,26 @@ class PhaseClassifier:
             (without them the anti rule reads ``alpha`` and ``n_traps`` as one layer, and
             the norm gate uses ``"norm"`` if given, else is skipped); or a sequence of
             per-checkpoint mappings with those keys (per-layer values as lists), such as
-            :meth:`report_features` returns.
+            :meth:`report_features` returns. With a ``"step"`` column the checkpoints may come
+            in any order: every per-checkpoint column (and the layer tables along their
+            checkpoint axis) is sorted by step. Steps must be finite and must not repeat.
+            Without ``"step"`` the checkpoints are taken in the given order, as steps
+            0, 1, ..., n-1. ``"train_acc"``, when given, must hold fractions in [0, 1]
+            (NaN where unknown).
 
         Returns
         -------
         dict
             ``"alpha"``, ``"n_traps"``, ``"train_acc"`` (NaN where unknown), ``"step"`` as
             float arrays of shape (n,), and ``"layer_alpha"``, ``"layer_n_traps"``,
-            ``"layer_norm"`` of shape (n_layers, n).
+            ``"layer_norm"``, ``"layer_stable_rank"`` of shape (n_layers, n); sorted by step.
+        """
+        return self._features(data)[0]
+
+    def _features(self, data: Any, train_acc: Any = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """(feature table sorted by step, the sorting permutation or None when already in order).
+
+        ``train_acc`` (one value per row of ``data``, in its order) replaces the table's own.
         """
         self._validated()
         if hasattr(data, "feature") and hasattr(data, "layer_names"):
@@ -540,15 +616,20 @@ class PhaseClassifier:
             traps = np.vstack([data.feature("n_traps", name) for name in layers])
             norm = np.vstack([_feature_or_nan(data, "frobenius_norm", name) for name in layers])
             srank = np.vstack([_feature_or_nan(data, "stable_rank", name) for name in layers])
+            n = len(data.steps)
             with np.errstate(all="ignore"), _quiet_nanmean():
                 table = {"alpha": np.nanmean(alpha, axis=0), "n_traps": np.nansum(traps, axis=0),
-                         "train_acc": np.asarray(data.metrics.get("train_acc", np.full(len(data.steps), np.nan)),
-                                                 dtype=np.float64),
+                         "train_acc": _check_train_acc(
+                             train_acc if train_acc is not None else data.metrics.get("train_acc", np.full(n, np.nan)),
+                             "train_acc" if train_acc is not None else "the trajectory's metrics['train_acc']", n),
                          "step": np.asarray(data.steps, dtype=np.float64),
                          "layer_alpha": alpha, "layer_n_traps": traps, "layer_norm": norm,
                          "layer_stable_rank": srank}
+            order = _step_order(table["step"])  # a Trajectory sorts itself; kept for a duck-typed one
+            if order is not None:
+                table = _take(table, order)
             self._warn_if_diverged(table)
-            return table
+            return table, order
         if isinstance(data, Mapping):
             table = dict(data)
         elif isinstance(data, Sequence) and not isinstance(data, str) and all(isinstance(r, Mapping) for r in data):
@@ -573,8 +654,12 @@ class PhaseClassifier:
         if n == 0:
             raise ValueError("the feature table is empty; got 0 checkpoints.")
         out = {"alpha": alpha, "n_traps": _curve(table["n_traps"], "n_traps", n, allow_nan=True)}
-        out["train_acc"] = (_curve(table["train_acc"], "train_acc", n, allow_nan=True)
-                            if "train_acc" in table else np.full(n, np.nan))
+        if train_acc is not None:
+            out["train_acc"] = _check_train_acc(train_acc, "train_acc", n)
+        elif "train_acc" in table:
+            out["train_acc"] = _check_train_acc(table["train_acc"], "the feature table's 'train_acc'", n)
+        else:
+            out["train_acc"] = np.full(n, np.nan)
         out["step"] = (_curve(table["step"], "step", n) if "step" in table
                        else np.arange(n, dtype=np.float64))
         if "layer_alpha" in table:
@@ -590,8 +675,11 @@ class PhaseClassifier:
                                  else np.full((1, n), np.nan))
             out["layer_stable_rank"] = (_curve(table["stable_rank"], "stable_rank", n, allow_nan=True)[None, :]
                                         if "stable_rank" in table else np.full((1, n), np.nan))
+        order = _step_order(out["step"])
+        if order is not None:
+            out = _take(out, order)
         self._warn_if_diverged(out)
-        return out
+        return out, order
 
     def _warn_if_diverged(self, table: Mapping[str, np.ndarray]) -> None:
         """Warn when the training accuracy, once fitted, later falls far below the threshold."""
@@ -657,18 +745,52 @@ class PhaseClassifier:
         anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
         return parts["grokking"], anti
 
-    def evidence(self, data: Any) -> dict[str, Any]:
+    def _prepare(self, data: Any, train_acc: Any) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray]:
+        """Feature table (step order), the sorting permutation, and which checkpoints have a feature.
+
+        The input checks of :meth:`predict`, :meth:`confidence`, :meth:`evidence` and
+        :meth:`transition_steps`: raises when no checkpoint has a finite feature, warns
+        (once per call) about featureless checkpoints and about a missing training accuracy.
+        """
+        table, order = self._features(data, train_acc)
+        known = _has_feature(table)
+        if not known.any():
+            raise ValueError(f"no finite feature in any analysed layer at any checkpoint: alpha, trap count, norm "
+                             f"and stable rank are NaN at all {known.size} checkpoint(s) (steps "
+                             f"{_list_steps(table['step'])}), so no phase can be given. Check the weights for NaN "
+                             f"(a diverged run) and the analysed layers (layers=..., min_layer_dim=...).")
+        if not known.all():
+            warnings.warn(f"{int(np.sum(~known))} checkpoint(s) have no finite feature in any analysed layer (steps "
+                          f"{_list_steps(table['step'][~known])}): alpha, trap count, norm and stable rank are all "
+                          f"NaN. They are labelled {UNKNOWN!r} (confidence NaN) and give no evidence to the rules. "
+                          f"Check their weights for NaN (a diverged run).", NoFeatureWarning, stacklevel=3)
+        if self.use_train_acc and not np.isfinite(table["train_acc"]).any():
+            warnings.warn("no training accuracy at any checkpoint: the classifier cannot tell memorisation from "
+                          "grokking without it (with use_train_acc=True a run that has not fitted its training set "
+                          "can be labelled grokking). Pass it: predict(traj, train_acc=...) (one fraction per "
+                          "checkpoint), Monitor.step(step, train_acc=...), or a 'train_acc' column in the run's "
+                          "metrics.jsonl or the feature mapping; or set use_train_acc=False.",
+                          MissingTrainAccWarning, stacklevel=3)
+        return table, order, known
+
+    def evidence(self, data: Any, *, train_acc: Any = None) -> dict[str, Any]:
         """What each rule reads, per checkpoint and layer: why a label was (or was not) given.
 
         Parameters
         ----------
         data : Trajectory or feature mapping (see :meth:`features`)
+        train_acc : array_like of shape (n,), optional
+            Training accuracy per checkpoint (fractions in [0, 1], NaN where unknown), in
+            the order of ``data``'s rows; replaces the table's own (see :meth:`predict`).
 
         Returns
         -------
         dict
+            Per-checkpoint arrays in the order of ``data``'s rows (as :meth:`predict`).
             ``"step"`` (n,); ``"layers"``: the analysed layer names (for a Trajectory; else
-            ``["layer0", ...]``); ``"fitted"`` and ``"grokking"`` (n,) bool: the training set
+            ``["layer0", ...]``); ``"has_feature"`` (n,) bool: some analysed layer has a
+            finite feature (False: labelled ``"unknown"``, no evidence);
+            ``"fitted"`` and ``"grokking"`` (n,) bool: the training set
             counts as fitted / the grokking rule holds; ``"onset"``: the onset series used
             (``"alpha"`` or ``"stable_rank"``; ``"auto"`` resolved); ``"onset_ratio"`` (n,):
             that series (mean alpha, or the smallest layer stable rank) over its value when
@@ -687,12 +809,12 @@ class PhaseClassifier:
 
         Examples
         --------
-        >>> ev = PhaseClassifier().evidence({"alpha": [4.0, 1.5, 1.5], "n_traps": [0, 3, 3],
-        ...                                  "norm": [1.0, 0.5, 2.0]})
+        >>> ev = PhaseClassifier(use_train_acc=False).evidence({"alpha": [4.0, 1.5, 1.5], "n_traps": [0, 3, 3],
+        ...                                                     "norm": [1.0, 0.5, 2.0]})
         >>> ev["layer_signature"].tolist(), ev["layer_gate"].tolist(), ev["anti_grokking"].tolist()
         ([[False, True, True]], [[False, False, True]], [False, False, True])
         """
-        table = self.features(data)
+        table, order, known = self._prepare(data, train_acc)
         rules = _for_table(self._rules(), table)
         parts = self._layer_rules(table, rules, self.use_train_acc, self.train_threshold)
         norm = table["layer_norm"]
@@ -707,14 +829,15 @@ class PhaseClassifier:
         anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
         shrink = rules["shrink_ratio"]
         layer_shrink = _shrink_table(norm, parts["fitted"])
-        return {"step": table["step"], "layers": layers, "fitted": parts["fitted"], "onset": rules["onset"],
-                "onset_ratio": onset_ratio, "grok_ratio": float(rules["grok_ratio"]),
-                "layer_shrink": layer_shrink, "shrink": _largest(layer_shrink),
-                "shrink_ratio": None if shrink is None else float(shrink),
-                "shrunk": parts["shrunk"],
-                "grokking": parts["grokking"],
-                "layer_signature": parts["layer_signature"], "layer_norm_ratio": ratio,
-                "layer_gate": parts["layer_gate"], "anti_grokking": anti}
+        per_checkpoint = {"step": table["step"], "has_feature": known, "fitted": parts["fitted"],
+                          "onset_ratio": onset_ratio, "layer_shrink": layer_shrink, "shrink": _largest(layer_shrink),
+                          "shrunk": parts["shrunk"], "grokking": parts["grokking"],
+                          "layer_signature": parts["layer_signature"], "layer_norm_ratio": ratio,
+                          "layer_gate": parts["layer_gate"], "anti_grokking": anti}
+        out: dict[str, Any] = {k: _unsort(v, order) for k, v in per_checkpoint.items()}
+        out.update({"layers": layers, "onset": rules["onset"], "grok_ratio": float(rules["grok_ratio"]),
+                    "shrink_ratio": None if shrink is None else float(shrink)})
+        return out
 
     @staticmethod
     def _segment(grok: np.ndarray, anti: np.ndarray, patience: int, causal: bool) -> np.ndarray:
@@ -736,43 +859,62 @@ class PhaseClassifier:
         rank[s_a:] = 2
         return rank
 
-    def _predict_table(self, table: Mapping[str, np.ndarray], causal: bool) -> np.ndarray:
+    def _rank(self, table: Mapping[str, np.ndarray], causal: bool, known: np.ndarray) -> np.ndarray:
+        """Rank (0, 1, 2) per checkpoint of a step-ordered table; -1 where ``known`` is False.
+
+        The rules read the whole table as it is; the phases are then segmented over the
+        checkpoints with a feature only, so a featureless one neither starts nor breaks a streak.
+        """
         rules = self._rules()
         grok, anti = self._evidence(table, rules, self.use_train_acc, self.train_threshold)
-        return self._segment(grok, anti, rules["patience"], causal)
+        rank = np.full(known.size, -1, dtype=np.int64)
+        rank[known] = self._segment(grok[known], anti[known], rules["patience"], causal)
+        return rank
 
-    def predict(self, data: Any) -> np.ndarray:
+    def predict(self, data: Any, *, train_acc: Any = None) -> np.ndarray:
         """Phase label per checkpoint.
 
         Parameters
         ----------
         data : Trajectory or feature mapping (see :meth:`features`)
+            Checkpoints in any order when they carry steps (a Trajectory always does, and
+            is kept in step order; a mapping with a ``"step"`` column is sorted by step
+            internally). Repeated or non-finite steps raise ValueError.
+        train_acc : array_like of shape (n,), optional
+            Training accuracy per checkpoint (fractions in [0, 1], NaN where unknown), in
+            the order of ``data``'s rows (``traj.steps`` for a Trajectory); replaces the
+            table's own ``train_acc``. Wrong length or values outside [0, 1] raise ValueError.
 
         Returns
         -------
         ndarray of str, shape (n_checkpoints,)
+            One label per row of ``data``, in its order (the rules read the checkpoints in
+            step order). A checkpoint with no finite feature in any analysed layer (alpha,
+            trap count, norm and stable rank all NaN, e.g. NaN weights) is labelled
+            ``"unknown"`` with a :class:`~htsr_diag.exceptions.NoFeatureWarning`, and the
+            phases are segmented over the other checkpoints (their labels are unchanged
+            with ``patience=1``); when no checkpoint has a feature, ValueError.
+
+        Warns
+        -----
+        NoFeatureWarning
+            Some checkpoints have no finite feature (their steps named).
+        MissingTrainAccWarning
+            ``use_train_acc`` is True and no checkpoint has a finite training accuracy.
+
+        Examples
+        --------
+        >>> feats = {"step": [100, 0, 10], "alpha": [2.9, 6.0, 4.0], "n_traps": [0, 0, 0],
+        ...          "train_acc": [1.0, 0.5, 1.0]}
+        >>> PhaseClassifier().predict(feats).tolist()    # in the order of the rows
+        ['grokking', 'pre-grokking', 'pre-grokking']
         """
-        rank = self._predict_table(self.features(data), bool(self.causal))
-        return np.asarray(PHASES, dtype=str)[rank]
+        table, order, known = self._prepare(data, train_acc)
+        return _unsort(_labels(self._rank(table, bool(self.causal), known)), order)
 
-    def confidence(self, data: Any) -> np.ndarray:
-        """A per-checkpoint confidence in (0, 1) for the predicted label.
-
-        The logistic of the margin by which the current checkpoint's features satisfy the
-        rule of its label (alpha distances in units of ``alpha_scale``, stable-rank ones in
-        units of 5% of its onset base; trap counts in
-        traps beyond ``min_traps - 0.5``; for the anti rule, the best layer, a layer failing
-        the norm gate counting at most -1). Below 0.5 means the label is held only because
-        phases never go back while this checkpoint's own features point elsewhere. A
-        heuristic score, not a calibrated probability.
-
-        Returns
-        -------
-        ndarray of float, shape (n_checkpoints,)
-        """
-        table = self.features(data)
+    def _confidence_table(self, table: Mapping[str, np.ndarray], rank: np.ndarray) -> np.ndarray:
+        """:meth:`confidence` of a step-ordered table whose ranks are known (-1: unknown, NaN)."""
         rules = _for_table(self._rules(), table)
-        rank = self._predict_table(table, bool(self.causal))
         a, tr = _onset_series(table, rules["onset"]), table["train_acc"]
         s = float(self.alpha_scale)
         with np.errstate(invalid="ignore"):
@@ -797,17 +939,50 @@ class PhaseClassifier:
                               np.where(rank == 1, np.minimum(m_grok if rules["anti_rule"] != "traps" else np.inf,
                                                              -m_anti), m_anti))
             margin = np.nan_to_num(margin, nan=0.0)
-        return 1.0 / (1.0 + np.exp(-margin))
+        return np.where(rank >= 0, 1.0 / (1.0 + np.exp(-margin)), np.nan)
 
-    def transition_steps(self, data: Any) -> dict[str, int | None]:
+    def confidence(self, data: Any, *, train_acc: Any = None) -> np.ndarray:
+        """A per-checkpoint confidence in (0, 1) for the predicted label.
+
+        The logistic of the margin by which the current checkpoint's features satisfy the
+        rule of its label (alpha distances in units of ``alpha_scale``, stable-rank ones in
+        units of 5% of its onset base; trap counts in
+        traps beyond ``min_traps - 0.5``; for the anti rule, the best layer, a layer failing
+        the norm gate counting at most -1). Below 0.5 means the label is held only because
+        phases never go back while this checkpoint's own features point elsewhere. A
+        heuristic score, not a calibrated probability. NaN for a checkpoint labelled
+        ``"unknown"`` (no finite feature).
+
+        Parameters
+        ----------
+        data, train_acc
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        ndarray of float, shape (n_checkpoints,)
+            In the order of ``data``'s rows, as :meth:`predict`.
+        """
+        table, order, known = self._prepare(data, train_acc)
+        rank = self._rank(table, bool(self.causal), known)
+        return _unsort(self._confidence_table(table, rank), order)
+
+    def transition_steps(self, data: Any, *, train_acc: Any = None) -> dict[str, int | None]:
         """The first step labelled grokking and anti-grokking (None if never reached).
+
+        Checkpoints labelled ``"unknown"`` (no finite feature) are ignored.
+
+        Parameters
+        ----------
+        data, train_acc
+            As for :meth:`predict`.
 
         Returns
         -------
         dict ``{"grokking": step | None, "anti-grokking": step | None}``
         """
-        table = self.features(data)
-        rank = self._predict_table(table, bool(self.causal))
+        table, _, known = self._prepare(data, train_acc)
+        rank = self._rank(table, bool(self.causal), known)
         out: dict[str, int | None] = {}
         for r, phase in ((1, GROK), (2, ANTI)):
             hit = np.flatnonzero(rank == r)
@@ -818,28 +993,35 @@ class PhaseClassifier:
         """Causal label and confidence of the *last* checkpoint of ``history``.
 
         For training-loop use (the Monitor calls it after each analysed checkpoint): only
-        the checkpoints in ``history`` are read, whatever ``causal`` is set to.
+        the checkpoints in ``history`` are read, whatever ``causal`` is set to. The label
+        equals the last label of ``PhaseClassifier(causal=True).predict(history)``.
 
         Parameters
         ----------
         history : sequence of mappings or mapping of arrays
             The features of every checkpoint so far, oldest first (``"alpha"``,
-            ``"n_traps"``, optionally ``"train_acc"`` and the per-layer lists), e.g. a list
-            of :meth:`report_features` results.
+            ``"n_traps"``, optionally ``"train_acc"``, ``"step"`` and the per-layer lists),
+            e.g. a list of :meth:`report_features` results.
 
         Returns
         -------
         (label, confidence)
+            ``("unknown", nan)`` with a :class:`~htsr_diag.exceptions.NoFeatureWarning`
+            when the last checkpoint has no finite feature, even when no earlier one has
+            any (where :meth:`predict` raises: during training a later checkpoint may have
+            features). Only the last checkpoint is warned about, and a missing training
+            accuracy is not (the :class:`~htsr_diag.monitor.Monitor` warns about it once).
         """
-        causal = self.causal
-        self.causal = True
-        try:
-            table = self.features(history)
-            label = str(np.asarray(PHASES)[self._predict_table(table, True)[-1]])
-            conf = float(self.confidence(table)[-1])
-        finally:
-            self.causal = causal
-        return label, conf
+        table, order = self._features(history)
+        known = _has_feature(table)
+        last = known.size - 1 if order is None else int(np.argsort(order)[-1])
+        if not known[last]:
+            warnings.warn(f"the checkpoint at step {table['step'][last]:g} has no finite feature in any analysed "
+                          f"layer (alpha, trap count, norm and stable rank are all NaN): its phase is {UNKNOWN!r}. "
+                          f"Check the weights for NaN (a diverged run).", NoFeatureWarning, stacklevel=2)
+            return UNKNOWN, math.nan
+        rank = self._rank(table, True, known)
+        return PHASES[int(rank[last])], float(self._confidence_table(table, rank)[last])
 
     # -- calibration ----------------------------------------------------------------------
     def fit(self, trajectories: Iterable[Any], labels: Iterable[Any], *, params: Sequence[str] | None = None,
@@ -901,9 +1083,9 @@ class PhaseClassifier:
         if len(trajectories) != len(labels):
             raise ValueError(f"trajectories and labels must have the same length; got "
                              f"{len(trajectories)} and {len(labels)}.")
-        tables, targets = [], []
+        tables, targets, knowns = [], [], []
         for i, (traj, lab) in enumerate(zip(trajectories, labels)):
-            table = self.features(traj)
+            table, order = self._features(traj)
             lab = np.asarray(lab, dtype=str)
             if lab.shape != table["alpha"].shape:
                 raise ValueError(f"labels[{i}] must have one label per checkpoint ({table['alpha'].size}); "
@@ -911,8 +1093,13 @@ class PhaseClassifier:
             bad = sorted(set(lab.tolist()) - set(PHASES))
             if bad:
                 raise ValueError(f"labels[{i}] must only hold {PHASES}; got {bad}.")
+            known = _has_feature(table)
+            if not known.any():
+                raise ValueError(f"trajectories[{i}] has no finite feature in any analysed layer at any checkpoint "
+                                 f"(steps {_list_steps(table['step'])}); check its weights for NaN, or leave it out.")
             tables.append(table)
-            targets.append(np.array([_RANK[x] for x in lab]))
+            targets.append(np.array([_RANK[x] for x in (lab if order is None else lab[order])]))
+            knowns.append(known)
         absolute = params["alpha_grok"] is not None
         onset_name = "alpha_grok" if absolute else "grok_ratio"
         fitted_masks = [_fitted_mask(t["train_acc"], self.use_train_acc, self.train_threshold) for t in tables]
@@ -945,7 +1132,11 @@ class PhaseClassifier:
                                                            else abs(r - params["norm_ratio"]))
                                for i, r in enumerate(ratios)])
         anti_ev = [_anti_grid(t, combo_a, combo_k, combo_r, combo_n, ratios, self.use_train_acc,
-                              self.train_threshold) for t in tables]
+                              self.train_threshold)[:, k] for t, k in zip(tables, knowns)]
+        # predict() segments over the checkpoints with a feature and labels the others "unknown"
+        # (a disagreement): score on those checkpoints, weighted by their share of the run
+        targets = [t[k] for t, k in zip(targets, knowns)]
+        shares = [float(k.sum()) / k.size for k in knowns]
         best, best_key = None, None
         constrained = bool(in_time)
         if constrained:
@@ -961,15 +1152,15 @@ class PhaseClassifier:
                               "false alarm; fitting on agreement alone.", UserWarning, stacklevel=2)
                 constrained = False
         grok_ev = []  # onset evidence of every candidate, (G, n) per run; independent of patience
-        for a, fit_mask, table in zip(series, fitted_masks, tables):
+        for a, fit_mask, table, known in zip(series, fitted_masks, tables, knowns):
             limit = grid_g if absolute else grid_g * _onset_base(a, fit_mask)
             shrunk = _shrunk(table["layer_norm"], fit_mask, params["shrink_ratio"])
             with np.errstate(invalid="ignore"):
-                grok_ev.append(fit_mask[None, :] & ((a[None, :] <= limit[:, None]) | shrunk[None, :]))
+                grok_ev.append((fit_mask[None, :] & ((a[None, :] <= limit[:, None]) | shrunk[None, :]))[:, known])
         for pi, p in enumerate(patience_grid):
             score = np.zeros((grid_g.size, len(combos)))
-            for target, grok, anti in zip(targets, grok_ev, anti_ev):
-                score += _agreement_grid(target, grok, anti, p, causal)
+            for target, grok, anti, share in zip(targets, grok_ev, anti_ev, shares):
+                score += _agreement_grid(target, grok, anti, p, causal) * share
             score /= len(tables)
             if absolute:
                 score[grid_g[:, None] < combo_a[None, :]] = -1.0  # alpha_anti must not exceed alpha_grok
