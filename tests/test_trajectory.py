@@ -208,3 +208,41 @@ def test_trajectory_validation():
         Trajectory(steps=[0, 1], reports=[])
     with pytest.raises(ValueError, match="is not a serialised Trajectory"):
         Trajectory.from_dict({"format": "other"})
+
+
+def test_a_trajectory_in_any_order_is_sorted_by_step(serial, tmp_path):
+    # Built or read with its checkpoints shuffled, a trajectory is the one in step order: each
+    # report, metric and baseline value travels with its step.
+    perm = [3, 0, 4, 2, 1]
+    data = serial.to_dict()
+    shuffled = {**data, "steps": [data["steps"][i] for i in perm], "reports": [data["reports"][i] for i in perm],
+                "metrics": {k: [v[i] for i in perm] for k, v in data["metrics"].items()}}
+    _same(Trajectory.from_dict(shuffled), serial)
+    (tmp_path / "shuffled.json").write_text(json.dumps(shuffled, allow_nan=True))
+    _same(Trajectory.from_json(tmp_path / "shuffled.json"), serial)
+    built = Trajectory(steps=serial.steps[perm], reports=[serial.reports[i] for i in perm],
+                       metrics={k: v[perm] for k, v in serial.metrics.items()},
+                       baselines={"b": np.arange(5.0)[perm]}, source=serial.source)
+    _same(Trajectory(steps=built.steps, reports=built.reports, metrics=built.metrics, source=serial.source), serial)
+    np.testing.assert_array_equal(built.baselines["b"], np.arange(5.0))
+    assert built.steps.tolist() == [0, 1, 3, 10, 30]
+    clf = PhaseClassifier()
+    np.testing.assert_array_equal(clf.predict(built), clf.predict(serial))
+
+
+def test_trajectory_steps_must_be_unique_whole_numbers(serial):
+    reports = serial.reports[:3]
+    with pytest.raises(ValueError, match=r"steps must not repeat \(one checkpoint per step\); step 10 appears 2 "
+                                         r"times\. Drop the repeated checkpoint\(s\) or correct their steps"):
+        Trajectory(steps=[10, 0, 10], reports=reports)
+    data = serial.to_dict()
+    with pytest.raises(ValueError, match=r"step 3 appears 2 times"):
+        Trajectory.from_dict({**data, "steps": [0, 1, 3, 3, 30]})
+    with pytest.raises(ValueError, match=r"steps must be whole numbers \(training steps\); got nan at index 1\. "
+                                         r"Drop that checkpoint or give its step"):
+        Trajectory(steps=[0.0, np.nan, 2.0], reports=reports)
+    with pytest.raises(ValueError, match=r"steps must be whole numbers .* got 1.5 at index 0"):
+        Trajectory(steps=[1.5, 2.0, 3.0], reports=reports)
+    with pytest.raises(TypeError, match=r"steps must be a sequence of int training steps; got dtype <U1"):
+        Trajectory(steps=["a", "b", "c"], reports=reports)
+    assert Trajectory(steps=[0.0, 5.0, 2.0], reports=reports).steps.tolist() == [0, 2, 5]

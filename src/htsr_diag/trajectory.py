@@ -64,7 +64,10 @@ class Trajectory:
     Attributes
     ----------
     steps : ndarray of int, shape (n,)
-        Training step of each checkpoint, increasing.
+        Training step of each checkpoint, strictly increasing: a Trajectory built (or read
+        with :meth:`from_json` / :meth:`from_dict`) with its checkpoints in any order sorts
+        them by step, each report, metric and baseline value with its step (stable sort).
+        Repeated or non-finite steps raise ValueError.
     reports : list of ModelReport, length n
         :func:`~htsr_diag.analyze.analyze` of each checkpoint.
     metrics : dict of str -> ndarray of float, shape (n,)
@@ -90,16 +93,25 @@ class Trajectory:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        steps = np.asarray(self.steps, dtype=np.int64).reshape(-1)
-        object.__setattr__(self, "steps", steps)
-        object.__setattr__(self, "reports", list(self.reports))
-        if len(self.reports) != steps.size:
-            raise ValueError(f"reports must have one entry per step ({steps.size}); got {len(self.reports)}.")
+        steps = _check_steps(self.steps)
+        reports = list(self.reports)
+        if len(reports) != steps.size:
+            raise ValueError(f"reports must have one entry per step ({steps.size}); got {len(reports)}.")
+        tables = {}
         for attr in ("metrics", "baselines"):
             table = {str(k): np.asarray(v, dtype=np.float64).reshape(-1) for k, v in dict(getattr(self, attr)).items()}
             for k, v in table.items():
                 if v.size != steps.size:
                     raise ValueError(f"{attr}[{k!r}] must have one value per step ({steps.size}); got {v.size}.")
+            tables[attr] = table
+        if steps.size > 1 and not (np.diff(steps) > 0).all():  # sort the checkpoints by step, rows with them
+            order = np.argsort(steps, kind="stable")
+            steps = steps[order]
+            reports = [reports[i] for i in order]
+            tables = {attr: {k: v[order] for k, v in t.items()} for attr, t in tables.items()}
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "reports", reports)
+        for attr, table in tables.items():
             object.__setattr__(self, attr, table)
 
     def __len__(self) -> int:
@@ -218,6 +230,27 @@ class Trajectory:
         if not text.lstrip().startswith("{"):
             text = Path(path_or_text).read_text()
         return cls.from_dict(json.loads(text))
+
+
+def _check_steps(steps: Any) -> np.ndarray:
+    """A Trajectory's steps as a 1-D int64 array: integers, finite, without repeats (any order)."""
+    raw = np.asarray(steps).reshape(-1)
+    if raw.dtype == object or not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)
+                                   or raw.size == 0):
+        raise TypeError(f"steps must be a sequence of int training steps; got dtype {raw.dtype}.")
+    if np.issubdtype(raw.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"steps must be whole numbers (training steps); got {float(raw[i]):g} at index {i}. "
+                             f"Drop that checkpoint or give its step.")
+    out = raw.astype(np.int64)
+    uniq, counts = np.unique(out, return_counts=True)
+    if (counts > 1).any():
+        dup = int(uniq[np.flatnonzero(counts > 1)[0]])
+        raise ValueError(f"steps must not repeat (one checkpoint per step); step {dup} appears "
+                         f"{int(counts[counts > 1][0])} times. Drop the repeated checkpoint(s) or correct their steps.")
+    return out
 
 
 # ----------------------------------------------------------------------------- sources
