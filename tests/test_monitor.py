@@ -6,11 +6,13 @@ import importlib
 import itertools
 import json
 import logging
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from htsr_diag.exceptions import MissingTrainAccWarning, NoFeatureWarning
 from htsr_diag.monitor import Monitor, MonitorRecord, log_schedule
 from htsr_diag.phases import ANTI, PHASES, PRE, PhaseClassifier
 
@@ -54,7 +56,10 @@ def test_log_schedule_values():
 def test_monitor_in_a_training_loop_analyses_on_schedule():
     model = _model()
     mon = Monitor(model, per_decade=4, rng=0)
-    _train(model, mon, 120)
+    with pytest.warns(MissingTrainAccWarning, match=r"Monitor: 3 analyses and no train_acc yet.*cannot tell "
+                                                    r"memorisation from grokking.*monitor.step\(step, train_acc=...\)") as got:
+        _train(model, mon, 120)
+    assert sum(issubclass(w.category, MissingTrainAccWarning) for w in got) == 1  # once, not at every analysis
     assert [r.step for r in mon.history] == [0, 1, 2, 3, 6, 10, 18, 32, 56, 100]
     assert mon.next_step == 178  # round(10^(9/4)) = 177.8
     for rec in mon.history:
@@ -93,7 +98,7 @@ def test_off_schedule_calls_do_not_analyse(monkeypatch):
 
     monkeypatch.setattr(analyze_module, "analyze", counting)
     mon = Monitor(_model(), per_decade=2, randomize=False)
-    results = [mon.step() for _ in range(1000)]  # internal counter: steps 0..999
+    results = [mon.step(train_acc=0.5) for _ in range(1000)]  # internal counter: steps 0..999
     # log schedule, 2 per decade: 0, 1, 3, 10, 32, 100, 316 (round(10^2.5)) -> 7 analyses
     assert len(calls) == 7
     assert [i for i, r in enumerate(results) if r is not None] == [0, 1, 3, 10, 32, 100, 316]
@@ -101,7 +106,7 @@ def test_off_schedule_calls_do_not_analyse(monkeypatch):
 
 def test_skipped_scheduled_step_is_caught_up():
     mon = Monitor(_model(), schedule=[0, 5, 50], randomize=False)
-    assert mon.step(0) is not None
+    assert mon.step(0, train_acc=0.5) is not None
     assert mon.step(4) is None
     assert mon.step(7) is not None  # step 5 was never called: caught up at 7
     assert mon.step(8) is None
@@ -111,7 +116,7 @@ def test_skipped_scheduled_step_is_caught_up():
 
 def test_every_n_steps_schedule():
     mon = Monitor(_model(), schedule=25, randomize=False)
-    steps = [s for s in range(80) if mon.step(s) is not None]
+    steps = [s for s in range(80) if mon.step(s, train_acc=0.5) is not None]
     assert steps == [0, 25, 50, 75]
 
 
@@ -241,3 +246,85 @@ def test_a_signature_held_back_by_the_norm_gate_is_logged_once_and_is_not_an_ala
     mon2 = Monitor(_model(), schedule=[0, 3, 6, 9], classifier=clf.set_params(norm_ratio=None))
     _train(mon2.model, mon2, 10, train_acc=lambda s: 0.5 if s < 5 else 1.0)
     assert mon2.alarm_step == 6 and mon2.gated_signature_step is None
+
+
+def test_steps_must_not_go_back():
+    mon = Monitor(_model(), schedule=[0, 5, 50], randomize=False)
+    assert mon.step(0, train_acc=0.5) is not None
+    assert mon.step(3) is None
+    assert mon.step(3) is None  # the same step again (e.g. once per micro-batch) is fine off the schedule
+    with pytest.raises(ValueError, match=r"step must not decrease over the calls; got step 2 after step 3\. Pass "
+                                         r"the training step, which only grows"):
+        mon.step(2)
+    with pytest.raises(ValueError, match=r"got step 1 after step 3"):
+        mon.step(1, force=True)
+    assert mon.step(6).step == 6  # the refused calls changed nothing: step 5 is caught up at 6
+    assert mon.step() is None and mon._counter == 8  # the internal counter continues from the last step
+
+
+def test_force_never_analyses_a_step_twice():
+    mon = Monitor(_model(), schedule=[0, 5, 50], randomize=False)
+    mon.step(0, train_acc=0.5)
+    with pytest.raises(ValueError, match=r"step must be larger than the last analysed step to analyse it; got step 0 "
+                                         r"with force=True after the analysis at step 0\. A step is analysed once"):
+        mon.step(0, force=True)
+    assert mon.step(4) is None
+    assert mon.step(4, force=True).step == 4  # seen but not analysed: may be forced
+    with pytest.raises(ValueError, match=r"got step 4 with force=True after the analysis at step 4"):
+        mon.step(4, force=True)
+    assert mon.step(4) is None  # off the schedule, the same step is still just a no-op
+    assert [r.step for r in mon.history] == [0, 4]
+
+
+def test_missing_train_acc_warns_once_and_only_without_it():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingTrainAccWarning)
+        given_once = Monitor(_model(), schedule=[0, 1, 2, 3, 4], randomize=False)
+        given_once.step(0, train_acc=0.2)  # a training accuracy was received: no warning afterwards
+        for s in range(1, 5):
+            given_once.step(s)
+        no_rule = Monitor(_model(), schedule=[0, 1, 2, 3, 4], randomize=False,
+                          classifier=PhaseClassifier(causal=True, use_train_acc=False))
+        for s in range(5):
+            no_rule.step(s)  # the classifier does not read it: nothing to warn about
+        two = Monitor(_model(), schedule=[0, 1], randomize=False)
+        two.step(0), two.step(1)  # fewer than three analyses: not yet
+    mon = Monitor(_model(), schedule=[0, 1, 2, 3, 4], randomize=False)
+    mon.step(0), mon.step(1)
+    with pytest.warns(MissingTrainAccWarning, match=r"Monitor: 3 analyses and no train_acc yet"):
+        mon.step(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingTrainAccWarning)
+        mon.step(3), mon.step(4)  # once per Monitor
+
+
+def test_an_analysis_without_any_finite_feature_is_unknown(caplog):
+    # The model's weights turn NaN at step 6 (a diverged step) and are restored at step 9. The
+    # NaN analysis is "unknown" with a warning; it is no phase change, so the callback sees
+    # pre-grokking -> anti-grokking once, at step 9, as if step 6 had not been analysed.
+    from htsr_diag.exceptions import DegenerateSpectrumWarning
+    from htsr_diag.phases import UNKNOWN
+
+    clf = PhaseClassifier(causal=True, alpha_grok=50.0, alpha_anti=40.0, anti_rule="alpha", norm_ratio=None)
+    seen = []
+    model = _model()
+    mon = Monitor(model, schedule=[0, 3, 6, 9], classifier=clf,
+                  on_phase_change=lambda prev, rec: seen.append((prev, rec.phase, rec.step)))
+    mon.step(0, train_acc=0.5)
+    mon.step(3, train_acc=0.5)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.warns(NoFeatureWarning, match=r"the checkpoint at step 6 has no finite feature .* its phase is "
+                                              r"'unknown'"), pytest.warns(DegenerateSpectrumWarning):
+        rec = mon.step(6, train_acc=1.0)
+    assert rec.phase == UNKNOWN and np.isnan(rec.confidence) and mon.phase == UNKNOWN
+    assert seen == [] and mon.alarm_step is None
+    model.load_state_dict(saved)
+    with caplog.at_level(logging.WARNING, logger="htsr_diag.monitor"):
+        rec = mon.step(9, train_acc=1.0)
+    assert [r.phase for r in mon.history] == [PRE, PRE, UNKNOWN, ANTI]
+    assert seen == [(PRE, ANTI, 9)] and mon.alarm_step == 9 and mon.phase == ANTI
+    assert np.isfinite(rec.confidence)
+    assert ["anti-grokking began at step 9" in r.getMessage() for r in caplog.records] == [True]

@@ -15,12 +15,15 @@ import logging
 import math
 import numbers
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from ._validation import check_positive_int
+from .exceptions import MissingTrainAccWarning, NoFeatureWarning
+from .phases import UNKNOWN
 
 __all__ = ["Monitor", "MonitorRecord", "log_schedule"]
 
@@ -73,9 +76,10 @@ class MonitorRecord:
         Training step of the analysis.
     phase : str
         Causal phase label at this step (``"pre-grokking"``, ``"grokking"``,
-        ``"anti-grokking"``).
+        ``"anti-grokking"``), or ``"unknown"`` when no analysed layer had a finite
+        feature (e.g. NaN weights; a :class:`~htsr_diag.exceptions.NoFeatureWarning` says so).
     confidence : float
-        The classifier's confidence in ``phase`` (0..1, a heuristic score).
+        The classifier's confidence in ``phase`` (0..1, a heuristic score; NaN when unknown).
     alpha : float
         Mean alpha over the classifier's layers (NaN if no fit).
     n_traps : float
@@ -180,8 +184,11 @@ class Monitor:
         Density of the log schedule.
     on_phase_change : callable, optional
         ``on_phase_change(previous, record)`` when the phase differs from the previous
-        analysis (``previous`` is None at the first analysis, which only triggers it if
-        the run is not pre-grokking).
+        known phase (``previous`` is None at the first analysis, which only triggers it if
+        the run is not pre-grokking). An ``"unknown"`` analysis (no finite feature) is not a
+        phase change: it neither triggers the callback nor counts as ``previous``, so a
+        run that goes grokking -> unknown -> grokking calls nothing, and grokking ->
+        unknown -> anti-grokking calls ``on_phase_change("grokking", record)`` once.
     classifier : PhaseClassifier, optional
         Default ``PhaseClassifier(causal=True)`` with its documented thresholds; pass a
         fitted one to use calibrated thresholds.
@@ -199,7 +206,8 @@ class Monitor:
     ----------
     history : list of MonitorRecord
     phase : str or None
-        Phase at the last analysis (None before the first).
+        Phase at the last analysis (None before the first; ``"unknown"`` when that analysis
+        found no finite feature).
     alarm_step : int or None
         Step at which anti-grokking was first reported.
     gated_signature_step : int or None
@@ -214,7 +222,7 @@ class Monitor:
     >>> model = torch.nn.Sequential(torch.nn.Linear(100, 60), torch.nn.ReLU(), torch.nn.Linear(60, 10))
     >>> mon = Monitor(model, per_decade=2)
     >>> for step in range(12):
-    ...     rec = mon.step(step)            # analyses at steps 0, 1, 3, 10
+    ...     rec = mon.step(step, train_acc=0.5)   # analyses at steps 0, 1, 3, 10
     >>> [r.step for r in mon.history], mon.phase
     ([0, 1, 3, 10], 'pre-grokking')
     """
@@ -253,6 +261,11 @@ class Monitor:
         self.layers = layers
         self._schedule = _Schedule(_schedule_iter(schedule, per_decade))
         self._counter = 0
+        self._last_seen = -1                      # the largest step passed to step() so far
+        self._last_analysed: int | None = None
+        self._known_phase: str | None = None     # the last phase other than "unknown"
+        self._got_train_acc = False
+        self._warned_train_acc = False
         self._features: list[dict[str, float]] = []
         self.history: list[MonitorRecord] = []
         self.phase: str | None = None
@@ -272,12 +285,17 @@ class Monitor:
         ----------
         step : int, optional
             The training step just completed. None: an internal counter (0, 1, 2, ...
-            over the calls) is used.
+            over the calls, continuing from the last step given) is used. Steps must not
+            decrease over the calls (ValueError naming both steps); the same step may be
+            passed again (e.g. once per micro-batch), but never analysed twice.
         train_acc : float, optional
             Training accuracy in [0, 1] at this step (cheap to track in most loops). The
-            classifier only leaves pre-grokking once it is high; None means unknown.
+            classifier only leaves pre-grokking once it is high; None means unknown. After
+            three analyses without any, a :class:`~htsr_diag.exceptions.MissingTrainAccWarning`
+            is emitted once (unless the classifier has ``use_train_acc=False``).
         force : bool, default False
-            Analyse now even if the step is off the schedule.
+            Analyse now even if the step is off the schedule. The step must be larger than
+            the last analysed one.
 
         Returns
         -------
@@ -292,6 +310,15 @@ class Monitor:
             step = int(step)
         if step < 0:
             raise ValueError(f"step must be a non-negative int; got {step!r}.")
+        if step < self._last_seen:
+            raise ValueError(f"step must not decrease over the calls; got step {step} after step {self._last_seen}. "
+                             f"Pass the training step, which only grows (or step=None for the internal counter); "
+                             f"use a new Monitor for a new run.")
+        if force and self._last_analysed is not None and step <= self._last_analysed:
+            raise ValueError(f"step must be larger than the last analysed step to analyse it; got step {step} with "
+                             f"force=True after the analysis at step {self._last_analysed}. A step is analysed "
+                             f"once: force an analysis at a later step.")
+        self._last_seen = step
         self._counter = step + 1
         if not (self._schedule.due(step) or force):
             return None
@@ -320,6 +347,16 @@ class Monitor:
         feats = self.classifier.report_features(report, train_acc=train_acc)
         feats["step"] = float(step)
         self._features.append(feats)
+        self._last_analysed = step
+        self._got_train_acc = self._got_train_acc or train_acc is not None
+        if (not self._got_train_acc and not self._warned_train_acc and len(self._features) >= 3
+                and getattr(self.classifier, "use_train_acc", True)):
+            self._warned_train_acc = True
+            warnings.warn(f"Monitor: {len(self._features)} analyses and no train_acc yet; the classifier cannot tell "
+                          f"memorisation from grokking without it, so the phase may leave pre-grokking before the "
+                          f"training set is fitted. Pass it: monitor.step(step, train_acc=...) (a fraction in "
+                          f"[0, 1]), or use PhaseClassifier(causal=True, use_train_acc=False).",
+                          MissingTrainAccWarning, stacklevel=3)
         phase, confidence = self.classifier.predict_step(self._features)
         record = MonitorRecord(
             step=step, phase=phase, confidence=float(confidence), alpha=float(feats["alpha"]),
@@ -329,11 +366,14 @@ class Monitor:
             layer_traps={lay.name: float(getattr(lay, "n_traps", float("nan"))) for lay in report.layers},
             seconds=time.perf_counter() - t0, report=report)
         self.history.append(record)
-        if self.gated_signature_step is None and self.alarm_step is None and phase != "anti-grokking":
-            self._note_gated_signature(step, report)
-        previous, self.phase = self.phase, phase
+        self.phase = phase
         logger.debug("step %d: phase %s (alpha %.3f, traps %g, %.3fs)", step, phase, record.alpha,
                      record.n_traps, record.seconds)
+        if phase == UNKNOWN:  # no evidence: neither a phase change nor a signature to note
+            return record
+        if self.gated_signature_step is None and self.alarm_step is None and phase != "anti-grokking":
+            self._note_gated_signature(step, report)
+        previous, self._known_phase = self._known_phase, phase
         if phase != previous and not (previous is None and phase == "pre-grokking"):
             if phase == "anti-grokking" and self.alarm_step is None:
                 self.alarm_step = step
@@ -353,7 +393,10 @@ class Monitor:
 
         if not isinstance(self.classifier, PhaseClassifier):  # a duck-typed classifier: no evidence to read
             return
-        ev = self.classifier.evidence(self._features)
+        with warnings.catch_warnings():  # the featureless and train_acc warnings were given already
+            warnings.simplefilter("ignore", NoFeatureWarning)
+            warnings.simplefilter("ignore", MissingTrainAccWarning)
+            ev = self.classifier.evidence(self._features)
         held = ev["layer_signature"][:, -1] & ~ev["layer_gate"][:, -1]
         if not (ev["fitted"][-1] and held.any()):
             return
