@@ -151,7 +151,7 @@ def test_zoo_presets_round_trip():
         assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert PRESETS["mnist-noise"].label_noise == 1.0
     assert PRESETS["modular-nowd"].weight_decay == 0.0 and PRESETS["modular"].weight_decay > 0
-    assert PRESETS["liu-toy-mem"].decoder_weight_decay == 0.0
+    assert PRESETS["liu-toy-mem"].decoder_weight_decay == 0.0 and PRESETS["liu-toy-mem"].weight_decay == 0.0
 
 
 # ----------------------------------------------------------------------------- models
