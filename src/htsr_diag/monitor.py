@@ -403,13 +403,13 @@ class Monitor:
         from .trajectory import Trajectory  # local: trajectory imports analyze lazily
 
         self.gated_signature_step = step
-        names = self.classifier._trajectory_layers(
+        names = self.classifier.analysed_layers(
             Trajectory(steps=np.zeros(1, dtype=np.int64), reports=[report], metrics={}, baselines={}))
         which = ", ".join(f"'{names[j] if j < len(names) else j}' ({ev['layer_norm_ratio'][j, -1]:.2f}x its first norm)"
                           for j in np.flatnonzero(held))
         logger.info("step %d: %s show(s) the over-fitting signature below the norm gate (%gx); not an alarm. "
                     "Under weight decay this came with test-accuracy declines of 2-6 points in the measured "
-                    "runs (docs/phases.md).", step, which, self.classifier._rules()["norm_ratio"])
+                    "runs (docs/phases.md).", step, which, self.classifier.rules()["norm_ratio"])
 
     def to_frame(self):
         """The history as a pandas DataFrame, one row per analysis (pandas imported here)."""

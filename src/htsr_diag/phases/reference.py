@@ -1,0 +1,125 @@
+"""Reference phase labels drawn from accuracy curves (test data needed).
+
+:func:`phases_from_accuracy` labels each checkpoint as a person reads Prakash & Martin
+(2025, arXiv 2506.04434) Figure 1. It is the reference used to evaluate and calibrate
+:class:`~htsr_diag.phases.PhaseClassifier`, never its input. :func:`phase_agreement`
+scores a label sequence against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._common import check_fraction, check_steps, curve
+from .labels import ANTI, GROK, PRE, UNKNOWN
+
+__all__ = ["phases_from_accuracy", "phase_agreement"]
+
+
+def phases_from_accuracy(steps: Any, train_acc: Any, test_acc: Any, *,
+                         train_threshold: float = 0.99, rise_fraction: float = 0.2,
+                         min_rise: float = 0.05, drop: float = 0.05) -> np.ndarray:
+    """Label each checkpoint from its training and test accuracy, as a person reads Figure 1.
+
+    The rules (all thresholds are parameters; accuracies are fractions in [0, 1]):
+
+    1. ``i_fit``: the first checkpoint with ``train_acc >= train_threshold`` (the training
+       set is fitted). Every checkpoint before it is pre-grokking. No such checkpoint: all
+       pre-grokking.
+    2. ``peak``: the highest test accuracy at or after ``i_fit`` (its first occurrence,
+       ``i_peak``); ``base``: the lowest test accuracy between ``i_fit`` and ``i_peak``
+       (the plateau before the rise, at ``i_base``); ``rise = peak - base``.
+    3. If ``rise < min_rise`` the test accuracy never rose: every checkpoint up to the
+       collapse rule below is pre-grokking. Otherwise grokking starts at the first
+       checkpoint at or after ``i_base`` whose test accuracy reaches
+       ``base + rise_fraction * rise``.
+    4. Anti-grokking starts at the first checkpoint after ``i_peak`` whose test accuracy is
+       at most ``peak - drop`` while ``train_acc >= train_threshold``. Labels never go
+       back: a later recovery does not undo the collapse (phases are ordered).
+
+    Parameters
+    ----------
+    steps : array_like of shape (n,)
+        Training steps, strictly increasing.
+    train_acc, test_acc : array_like of shape (n,)
+        Accuracies in [0, 1] at those steps.
+    train_threshold : float, default 0.99
+        Training accuracy counted as "~1" (fitted).
+    rise_fraction : float, default 0.2
+        Fraction of the climb from plateau to peak at which grokking is said to start
+        (where a person sees the test curve leave its plateau).
+    min_rise : float, default 0.05
+        A climb smaller than this (5 accuracy points) is not grokking.
+    drop : float, default 0.05
+        Fall below the peak (5 points) that counts as a collapse.
+
+    Returns
+    -------
+    labels : ndarray of str, shape (n,)
+        ``"pre-grokking"``, ``"grokking"`` or ``"anti-grokking"`` per checkpoint.
+
+    Examples
+    --------
+    >>> phases_from_accuracy([1, 10, 100, 1000], [0.5, 1, 1, 1], [0.1, 0.2, 0.9, 0.6]).tolist()
+    ['pre-grokking', 'pre-grokking', 'grokking', 'anti-grokking']
+    """
+    s = check_steps(steps)
+    n = s.size
+    tr = curve(train_acc, "train_acc", n)
+    te = curve(test_acc, "test_acc", n)
+    for name, a in (("train_acc", tr), ("test_acc", te)):
+        if a.min() < 0 or a.max() > 1:
+            raise ValueError(f"{name} must be fractions in [0, 1]; got range [{a.min():g}, {a.max():g}]. "
+                             f"Divide percentages by 100.")
+    train_threshold = check_fraction(train_threshold, "train_threshold")
+    rise_fraction = check_fraction(rise_fraction, "rise_fraction")
+    min_rise = check_fraction(min_rise, "min_rise", open_low=False)
+    drop = check_fraction(drop, "drop")
+
+    labels = np.full(n, PRE, dtype=object)
+    fitted = np.flatnonzero(tr >= train_threshold)
+    if fitted.size == 0:
+        return labels.astype(str)
+    i_fit = int(fitted[0])
+    i_peak = i_fit + int(np.argmax(te[i_fit:]))
+    peak = te[i_peak]
+    i_base = i_fit + int(np.argmin(te[i_fit:i_peak + 1]))
+    base = te[i_base]
+    if peak - base >= min_rise:
+        level = base + rise_fraction * (peak - base)
+        i_grok = i_base + int(np.flatnonzero(te[i_base:i_peak + 1] >= level)[0])
+        labels[i_grok:] = GROK
+    after = np.arange(i_peak + 1, n)
+    collapsed = after[(te[after] <= peak - drop) & (tr[after] >= train_threshold)]
+    if collapsed.size:
+        labels[int(collapsed[0]):] = ANTI
+    return labels.astype(str)
+
+
+def phase_agreement(predicted: Any, reference: Any) -> float:
+    """Fraction of checkpoints where two label sequences agree.
+
+    A checkpoint the classifier labelled ``"unknown"`` (no finite feature, see
+    :data:`UNKNOWN`) counts as a disagreement, whatever the reference says: the agreement
+    is over every checkpoint, so a model with NaN weights cannot score well by being skipped.
+
+    Parameters
+    ----------
+    predicted, reference : array_like of str, shape (n,)
+
+    Returns
+    -------
+    float in [0, 1].
+
+    Examples
+    --------
+    >>> phase_agreement(["pre-grokking", "grokking"], ["pre-grokking", "anti-grokking"])
+    0.5
+    """
+    p, r = np.asarray(predicted, dtype=str), np.asarray(reference, dtype=str)
+    if p.shape != r.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError(f"predicted and reference must be non-empty 1-D sequences of equal length; "
+                         f"got shapes {p.shape} and {r.shape}.")
+    return float(np.mean((p == r) & (p != UNKNOWN)))
