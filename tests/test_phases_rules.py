@@ -98,7 +98,8 @@ def test_rules_holds_the_fitted_thresholds_after_fit():
 
 def test_parameter_names_come_from_the_signature():
     names = PhaseClassifier._get_param_names()
-    assert names[:3] == ["causal", "onset", "grok_ratio"] and names[-1] == "alpha_scale" and len(names) == 15
+    assert names[:3] == ["causal", "onset", "grok_ratio"] and names[-1] == "alpha_scale" and len(names) == 16
+    assert "gate_base" in names
     assert list(PhaseClassifier().get_params()) == names
 
 
@@ -130,3 +131,34 @@ def test_feature_table_builds_the_same_table_from_rows():
     np.testing.assert_array_equal(features.unsort(b["step"], order_b), data["step"][::-1])
     assert features.has_feature(a).all()
     assert set(PHASES) <= set(rank_labels(np.array([0, 1, 2, -1])))
+
+
+# ----------------------------------------------------------------------------- gate_base
+def _grow_then_signature(norm_at_fit: float, later: float) -> dict:
+    """One layer: norm 1.0 at init, ``norm_at_fit`` when the training set is fitted (checkpoints 1-3),
+    then ``later``; the over-fitting signature (alpha < 2, 3 traps) from checkpoint 4 on."""
+    n = 8
+    return {"step": np.arange(n) * 10.0, "train_acc": np.r_[0.3, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            "alpha": np.r_[6.0, 5.0, 5.0, 5.0, 1.8, 1.8, 1.8, 1.8], "n_traps": np.r_[0, 0, 0, 0, 3, 3, 3, 3],
+            "norm": np.r_[1.0, norm_at_fit, norm_at_fit, norm_at_fit, later, later, later, later]}
+
+
+def test_gate_base_fit_asks_for_growth_after_the_fit():
+    # a layer that grew 2.3x while fitting (as a transformer's embeddings do) and then shrinks:
+    # the first-checkpoint gate passes it, the fit gate does not
+    shrinking = _grow_then_signature(2.3, 2.0)
+    assert PhaseClassifier(gate_base="first").predict(shrinking)[-1] == "anti-grokking"
+    assert PhaseClassifier(gate_base="fit").predict(shrinking)[-1] != "anti-grokking"
+    # MNIST-like: the norm barely moves while fitting, then grows 1.7x with the signature: both fire
+    growing = _grow_then_signature(1.01, 1.7)
+    for base in ("first", "fit"):
+        labels = PhaseClassifier(gate_base=base).predict(growing)
+        assert labels[4] == "anti-grokking", base
+    ev = PhaseClassifier(gate_base="fit").evidence(growing)
+    # the ratio the gate read: the norm over the median of the first fitted checkpoint and the ones before it
+    np.testing.assert_allclose(ev["layer_norm_ratio"][0, 4:], 1.7 / np.median([1.0, 1.01]))
+
+
+def test_gate_base_is_validated():
+    with pytest.raises(ValueError, match="gate_base must be one of \\('first', 'fit'\\)"):
+        PhaseClassifier(gate_base="init").predict(_grow_then_signature(1.0, 2.0))

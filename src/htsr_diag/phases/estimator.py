@@ -16,7 +16,7 @@ from ._common import check_fraction, list_steps
 from .features import LAYER_FEATURES, feature_table, has_feature, select_layers, unsort
 from .fitting import search_thresholds
 from .labels import ANTI, GROK, PHASES, RANK, UNKNOWN, rank_labels
-from .rules import ANTI_RULES, FITTED_RULES, ONSETS, confidence, explain, ranks
+from .rules import ANTI_RULES, FITTED_RULES, GATE_BASES, ONSETS, confidence, explain, ranks
 
 __all__ = ["PhaseClassifier"]
 
@@ -124,6 +124,12 @@ class PhaseClassifier:
         this multiple of its norm at the first checkpoint. None: no norm gate. 1.5 lies
         between the largest ratio of a signalling layer under weight decay (0.96) and the
         smallest at a weight-decay-0 collapse (1.73) on seeds 0-11.
+    gate_base : {"first", "fit"}, default "first"
+        What the norm gate compares a layer's norm with: its norm at the first checkpoint
+        (the initialisation, when the sequence starts at step 0), or its norm when the
+        training set was first fitted (median of that checkpoint and the two before it;
+        needs the training accuracy, else the first checkpoints are used). "fit" asks whether
+        the layer kept growing after the fit, whatever the first checkpoint is.
     patience : int, default 1
         Consecutive checkpoints a rule must hold before its phase is entered.
     use_train_acc : bool, default True
@@ -164,6 +170,7 @@ class PhaseClassifier:
                  shrink_ratio: float | None = 0.85, alpha_grok: float | None = None,
                  alpha_anti: float = 2.0,
                  min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.5,
+                 gate_base: str = "first",
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
                  layers: str | Sequence[str] = "auto", min_layer_dim: int = 50,
                  alpha_scale: float = 0.25) -> None:
@@ -176,6 +183,7 @@ class PhaseClassifier:
         self.min_traps = min_traps
         self.anti_rule = anti_rule
         self.norm_ratio = norm_ratio
+        self.gate_base = gate_base
         self.patience = patience
         self.use_train_acc = use_train_acc
         self.train_threshold = train_threshold
@@ -242,6 +250,9 @@ class PhaseClassifier:
                               or r <= 0):
             raise ValueError(f"norm_ratio must be None (no norm gate) or a positive finite number such as "
                              f"1.0; got {r!r}.")
+        if p["gate_base"] not in GATE_BASES:
+            raise ValueError(f"gate_base must be one of {GATE_BASES} (compare a layer's norm with its first norm, or "
+                             f"with its norm when the training set was first fitted); got {p['gate_base']!r}.")
         from .._validation import check_positive_int
         check_positive_int(p["min_traps"], "min_traps")
         check_positive_int(p["patience"], "patience")
@@ -267,7 +278,7 @@ class PhaseClassifier:
         """
         p = self._validated()
         rules = {k: p[k] for k in FITTED_RULES}
-        for k in ("onset", "shrink_ratio", "use_train_acc", "train_threshold", "alpha_scale"):
+        for k in ("onset", "shrink_ratio", "gate_base", "use_train_acc", "train_threshold", "alpha_scale"):
             rules[k] = p[k]
         fitted = self.__dict__.get("thresholds_")
         if fitted is not None:
@@ -279,7 +290,7 @@ class PhaseClassifier:
         """The keyword arguments of :func:`feature_table` for this classifier (parameters validated)."""
         self._validated()
         return {"layers": self.layers, "min_layer_dim": self.min_layer_dim, "train_threshold": self.train_threshold,
-                "norm_gate": self.rules()["norm_ratio"] is not None}
+                "norm_gate": self.rules()["norm_ratio"] is not None and self.gate_base == "first"}
 
     def features(self, data: Any) -> dict[str, np.ndarray]:
         """The per-checkpoint feature table the rules read, in increasing step order.

@@ -7,7 +7,8 @@ constructor's values, with the fitted thresholds after :meth:`~PhaseClassifier.f
 
 ``onset`` ("auto", "alpha" or "stable_rank"), ``grok_ratio`` (None: the onset's calibrated
 ratio, :data:`GROK_RATIO`), ``alpha_grok``, ``shrink_ratio``, ``alpha_anti``, ``min_traps``,
-``anti_rule`` (one of :data:`ANTI_RULES`), ``norm_ratio``, ``patience``, ``use_train_acc``,
+``anti_rule`` (one of :data:`ANTI_RULES`), ``norm_ratio``, ``gate_base`` (one of
+:data:`GATE_BASES`; "first" when absent), ``patience``, ``use_train_acc``,
 ``train_threshold`` and ``alpha_scale``; see :class:`PhaseClassifier` for their meaning.
 
 The functions assume clean input (the classifier validates its parameters and builds the
@@ -38,7 +39,7 @@ from ._common import quiet_nanmean
 from .features import has_feature
 
 __all__ = [
-    "ANTI_RULES", "ONSETS", "GROK_RATIO", "FITTED_RULES",
+    "ANTI_RULES", "ONSETS", "GROK_RATIO", "FITTED_RULES", "GATE_BASES", "gate_reference",
     "resolve_rules", "fitted_mask", "onset_series", "onset_base", "grok_limit", "norm_shrink", "norm_onset",
     "layer_signature", "norm_gate", "rule_parts", "evidence", "explain", "first_streak", "segment", "ranks",
     "confidence",
@@ -153,19 +154,42 @@ def layer_signature(layer_alpha: np.ndarray, layer_n_traps: np.ndarray, rules: M
     return {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
 
 
-def norm_gate(norm: np.ndarray, ratio: float | None) -> np.ndarray:
-    """Per layer and checkpoint, (L, n) bool: the layer's norm is at least ``ratio`` x its first finite norm.
+#: What the norm gate compares a layer's norm with (``gate_base``).
+GATE_BASES: tuple[str, ...] = ("first", "fit")
 
-    Unknown norms (NaN) pass, and so does everything when ``ratio`` is None (gate off).
-    Causal: only the first checkpoint is compared with.
+
+def gate_reference(norm: np.ndarray, fitted: np.ndarray | None = None, base: str = "first") -> np.ndarray:
+    """Each layer's reference norm for the norm gate, shape (L,).
+
+    ``base="first"``: its first finite norm (the initialisation, when the sequence starts at
+    step 0). ``base="fit"``: its norm when the training set was first fitted
+    (:func:`onset_base` with ``fitted``), so the gate asks whether the layer kept growing
+    after the fit; NaN before any checkpoint is fitted.
+    """
+    norm = np.asarray(norm, dtype=np.float64)
+    if base == "first":
+        return _first_finite(norm)
+    if fitted is None:
+        raise ValueError("gate_base='fit' needs the fitted mask (fitted=...).")
+    return np.array([onset_base(row, fitted) for row in norm])
+
+
+def norm_gate(norm: np.ndarray, ratio: float | None, fitted: np.ndarray | None = None,
+              base: str = "first") -> np.ndarray:
+    """Per layer and checkpoint, (L, n) bool: the layer's norm is at least ``ratio`` x its reference norm.
+
+    The reference is :func:`gate_reference` (``base`` "first" or "fit"). Unknown norms (NaN)
+    and unknown references pass, and so does everything when ``ratio`` is None (gate off).
+    Causal: the reference is known at the first checkpoint ("first") or at the first fitted
+    one ("fit"), and the anti-grokking rule needs a fitted checkpoint anyway.
     """
     norm = np.asarray(norm, dtype=np.float64)
     if ratio is None:
         return np.ones(norm.shape, dtype=bool)
-    first = _first_finite(norm)
+    ref = gate_reference(norm, fitted, base)
     with np.errstate(invalid="ignore"):
-        gate = norm >= ratio * first[:, None]
-    return gate | ~np.isfinite(norm) | ~np.isfinite(first)[:, None]
+        gate = norm >= ratio * ref[:, None]
+    return gate | ~np.isfinite(norm) | ~np.isfinite(ref)[:, None]
 
 
 def rule_parts(table: Mapping[str, np.ndarray], rules: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -179,7 +203,8 @@ def rule_parts(table: Mapping[str, np.ndarray], rules: Mapping[str, Any]) -> dic
         shrunk = norm_onset(table["layer_norm"], fitted, rules.get("shrink_ratio"))
         return {"fitted": fitted, "grokking": fitted & ((a <= limit) | shrunk), "shrunk": shrunk,
                 "layer_signature": signature,
-                "layer_gate": norm_gate(table["layer_norm"], rules["norm_ratio"])}
+                "layer_gate": norm_gate(table["layer_norm"], rules["norm_ratio"], fitted,
+                                        rules.get("gate_base", "first"))}
 
 
 def evidence(table: Mapping[str, np.ndarray], rules: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +232,7 @@ def explain(table: Mapping[str, np.ndarray], rules: Mapping[str, Any],
     norm = table["layer_norm"]
     onset = onset_series(table, rules["onset"])
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = norm / _first_finite(norm)[:, None]
+        ratio = norm / gate_reference(norm, parts["fitted"], rules.get("gate_base", "first"))[:, None]
         onset_ratio = onset / onset_base(onset, parts["fitted"])
     anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
     shrink = rules["shrink_ratio"]
@@ -299,7 +324,7 @@ def confidence(table: Mapping[str, np.ndarray], rank: np.ndarray, rules: Mapping
         m_trap = table["layer_n_traps"] - (rules["min_traps"] - 0.5)  # > 0: traps present
         m_layer = {"both": np.minimum(m_low, m_trap), "either": np.maximum(m_low, m_trap),
                    "traps": m_trap, "alpha": m_low}[rules["anti_rule"]]
-        gate = norm_gate(table["layer_norm"], rules["norm_ratio"])
+        gate = norm_gate(table["layer_norm"], rules["norm_ratio"], fitted, rules.get("gate_base", "first"))
         m_layer = np.where(gate, m_layer, np.minimum(m_layer, -1.0))
         m_anti = np.nanmax(np.where(np.isnan(m_layer), -np.inf, m_layer), axis=0)
         m_anti = np.where(np.isfinite(m_anti), m_anti, np.nan)
