@@ -98,7 +98,7 @@ def test_rules_holds_the_fitted_thresholds_after_fit():
 
 def test_parameter_names_come_from_the_signature():
     names = PhaseClassifier._get_param_names()
-    assert names[:3] == ["causal", "onset", "grok_ratio"] and names[-1] == "alpha_scale" and len(names) == 16
+    assert names[:3] == ["causal", "onset", "grok_ratio"] and names[-1] == "alpha_scale" and len(names) == 17
     assert "gate_base" in names
     assert list(PhaseClassifier().get_params()) == names
 
@@ -162,3 +162,35 @@ def test_gate_base_fit_asks_for_growth_after_the_fit():
 def test_gate_base_is_validated():
     with pytest.raises(ValueError, match="gate_base must be one of \\('first', 'fit'\\)"):
         PhaseClassifier(gate_base="init").predict(_grow_then_signature(1.0, 2.0))
+
+
+# ----------------------------------------------------------------------------- alpha_fit_min
+def _two_layers(alpha0, alpha1, traps1=(0, 0, 0, 0, 0, 0)):
+    """Two layers, fitted from checkpoint 1; norms grow 2x after the fit (the gate passes)."""
+    n = 6
+    return {"step": np.arange(n) * 10.0, "train_acc": np.r_[0.2, 1, 1, 1, 1, 1.0],
+            "alpha": (np.asarray(alpha0) + np.asarray(alpha1)) / 2, "n_traps": np.asarray(traps1, float),
+            "layer_alpha": np.vstack([alpha0, alpha1]).astype(float),
+            "layer_n_traps": np.vstack([np.zeros(n), traps1]).astype(float),
+            "layer_norm": np.vstack([np.r_[1, 1, 1, 2, 2, 2.0], np.r_[1, 1, 1, 2, 2, 2.0]])}
+
+
+def test_alpha_fit_min_ignores_layers_heavy_tailed_at_the_fit():
+    born_heavy = [1.8, 1.8, 1.8, 1.7, 1.7, 1.7]        # below 2 all along
+    random_like = [6.0, 6.0, 6.0, 5.0, 5.0, 5.0]
+    table = _two_layers(born_heavy, random_like)
+    assert PhaseClassifier().predict(table)[-1] == "anti-grokking"
+    assert PhaseClassifier(alpha_fit_min=3.0).predict(table)[-1] != "anti-grokking"
+    # a layer that falls from random-like to alpha < 2 after the fit still signals
+    falling = _two_layers(born_heavy, [6.0, 6.0, 6.0, 1.9, 1.8, 1.8])
+    assert PhaseClassifier(alpha_fit_min=3.0).predict(falling)[3] == "anti-grokking"
+    # and traps still count in the born-heavy layer's neighbour
+    trapped = _two_layers(random_like, born_heavy, traps1=(0, 0, 0, 3, 3, 3))
+    assert PhaseClassifier(alpha_fit_min=3.0).predict(trapped)[3] == "anti-grokking"
+    conf = PhaseClassifier(alpha_fit_min=3.0).confidence(table)
+    assert np.all(np.isfinite(conf))
+
+
+def test_alpha_fit_min_is_validated():
+    with pytest.raises(ValueError, match="alpha_fit_min must be None .* or a positive finite alpha"):
+        PhaseClassifier(alpha_fit_min=-1.0).predict(_two_layers([3.0] * 6, [3.0] * 6))

@@ -119,6 +119,13 @@ class PhaseClassifier:
         ``"either"`` one of them (traps appear at the onset of the collapse, alpha < 2 a
         little later; either comes first in some runs), ``"both"`` both, ``"traps"`` or
         ``"alpha"`` that one alone.
+    alpha_fit_min : float or None, default None
+        The alpha signal (``alpha < alpha_anti``) counts only in a layer whose alpha when the
+        training set was first fitted (median of that checkpoint and the two before it) was
+        at least this: a layer that fell from a random-like spectrum to a heavy tail after
+        the fit. A layer already heavy-tailed at the fit (the 128x128 matrices and embeddings
+        of a small transformer sit at alpha 1.5-2.5 from the start and generalise) keeps only
+        its trap signal. None: every layer's alpha counts.
     norm_ratio : float or None, default 1.5
         A layer's over-fitting signature counts only while its Frobenius norm is at least
         this multiple of its norm at the first checkpoint. None: no norm gate. 1.5 lies
@@ -168,7 +175,7 @@ class PhaseClassifier:
 
     def __init__(self, *, causal: bool = False, onset: str = "auto", grok_ratio: float | None = None,
                  shrink_ratio: float | None = 0.85, alpha_grok: float | None = None,
-                 alpha_anti: float = 2.0,
+                 alpha_anti: float = 2.0, alpha_fit_min: float | None = None,
                  min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.5,
                  gate_base: str = "first",
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
@@ -180,6 +187,7 @@ class PhaseClassifier:
         self.shrink_ratio = shrink_ratio
         self.alpha_grok = alpha_grok
         self.alpha_anti = alpha_anti
+        self.alpha_fit_min = alpha_fit_min
         self.min_traps = min_traps
         self.anti_rule = anti_rule
         self.norm_ratio = norm_ratio
@@ -250,6 +258,11 @@ class PhaseClassifier:
                               or r <= 0):
             raise ValueError(f"norm_ratio must be None (no norm gate) or a positive finite number such as "
                              f"1.0; got {r!r}.")
+        af = p["alpha_fit_min"]
+        if af is not None and (isinstance(af, bool) or not isinstance(af, numbers.Real) or not math.isfinite(af)
+                               or af <= 0):
+            raise ValueError(f"alpha_fit_min must be None (the alpha signal counts in every layer) or a positive "
+                             f"finite alpha such as 3.0; got {af!r}.")
         if p["gate_base"] not in GATE_BASES:
             raise ValueError(f"gate_base must be one of {GATE_BASES} (compare a layer's norm with its first norm, or "
                              f"with its norm when the training set was first fitted); got {p['gate_base']!r}.")
@@ -278,7 +291,8 @@ class PhaseClassifier:
         """
         p = self._validated()
         rules = {k: p[k] for k in FITTED_RULES}
-        for k in ("onset", "shrink_ratio", "gate_base", "use_train_acc", "train_threshold", "alpha_scale"):
+        for k in ("onset", "shrink_ratio", "gate_base", "alpha_fit_min", "use_train_acc", "train_threshold",
+                  "alpha_scale"):
             rules[k] = p[k]
         fitted = self.__dict__.get("thresholds_")
         if fitted is not None:

@@ -71,7 +71,8 @@ def search_thresholds(tables: Sequence[Mapping[str, np.ndarray]], targets: Seque
                                                        else abs(r - params["norm_ratio"]))
                            for i, r in enumerate(ratios)])
     anti_ev = [_anti_grid(t, combo_a, combo_k, combo_r, combo_n, ratios, use_train_acc,
-                          train_threshold, params.get("gate_base", "first"))[:, k] for t, k in zip(tables, knowns)]
+                          train_threshold, params.get("gate_base", "first"), params.get("alpha_fit_min"))[:, k]
+               for t, k in zip(tables, knowns)]
     # predict() segments over the checkpoints with a feature and labels the others "unknown"
     # (a disagreement): score on those checkpoints, weighted by their share of the run
     targets = [t[k] for t, k in zip(targets, knowns)]
@@ -146,12 +147,16 @@ def _first_streak_many(evidence: np.ndarray, patience: int) -> np.ndarray:
 
 def _anti_grid(table: Mapping[str, np.ndarray], combo_a: np.ndarray, combo_k: np.ndarray, combo_r: np.ndarray,
                combo_n: np.ndarray, ratios: Sequence[float | None], use_train_acc: bool,
-               train_threshold: float, gate_base: str = "first") -> np.ndarray:
+               train_threshold: float, gate_base: str = "first",
+               alpha_fit_min: float | None = None) -> np.ndarray:
     """Anti-grokking evidence of every (alpha_anti, min_traps, rule, norm_ratio) combo, shape (C, n)."""
     la, lk, tr = table["layer_alpha"], table["layer_n_traps"], table["train_acc"]
     with np.errstate(invalid="ignore"):
         fitted = fitted_mask(tr, use_train_acc, train_threshold)
         low = la[None, :, :] < combo_a[:, None, None]                  # (C, L, n)
+        if alpha_fit_min is not None:
+            base = np.array([onset_base(np.asarray(r, dtype=np.float64), fitted) for r in la])
+            low &= (base >= alpha_fit_min)[None, :, None]
         trap = lk[None, :, :] >= combo_k[:, None, None]
     gates = np.stack([norm_gate(table["layer_norm"], r, fitted, gate_base) for r in ratios])   # (R, L, n)
     rule = combo_r[:, None, None]

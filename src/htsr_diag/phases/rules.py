@@ -7,7 +7,8 @@ constructor's values, with the fitted thresholds after :meth:`~PhaseClassifier.f
 
 ``onset`` ("auto", "alpha" or "stable_rank"), ``grok_ratio`` (None: the onset's calibrated
 ratio, :data:`GROK_RATIO`), ``alpha_grok``, ``shrink_ratio``, ``alpha_anti``, ``min_traps``,
-``anti_rule`` (one of :data:`ANTI_RULES`), ``norm_ratio``, ``gate_base`` (one of
+``anti_rule`` (one of :data:`ANTI_RULES`), ``alpha_fit_min`` (None when absent),
+``norm_ratio``, ``gate_base`` (one of
 :data:`GATE_BASES`; "first" when absent), ``patience``, ``use_train_acc``,
 ``train_threshold`` and ``alpha_scale``; see :class:`PhaseClassifier` for their meaning.
 
@@ -142,15 +143,27 @@ def norm_onset(norm: np.ndarray, fitted: np.ndarray, ratio: float | None) -> np.
         return np.isfinite(worst) & (worst <= ratio)
 
 
-def layer_signature(layer_alpha: np.ndarray, layer_n_traps: np.ndarray, rules: Mapping[str, Any]) -> np.ndarray:
+def layer_signature(layer_alpha: np.ndarray, layer_n_traps: np.ndarray, rules: Mapping[str, Any],
+                    fitted: np.ndarray | None = None) -> np.ndarray:
     """Per layer and checkpoint, (L, n) bool: the over-fitting signature, whatever the layer's norm.
 
     ``alpha < alpha_anti`` and/or ``n_traps >= min_traps`` as ``anti_rule`` says ("both",
-    "either", "traps" or "alpha").
+    "either", "traps" or "alpha"). With ``rules["alpha_fit_min"]`` set (and ``fitted``
+    given), the alpha signal counts only in a layer whose alpha when the training set was
+    first fitted (:func:`onset_base`) was at least that value: a layer that fell from a
+    random-like spectrum to alpha < 2 after the fit, not one that was heavy-tailed all along
+    (small square matrices and embeddings can sit below 2 and generalise). Its trap signal
+    is unaffected.
     """
     with np.errstate(invalid="ignore"):
         low = layer_alpha < rules["alpha_anti"]
         trap = layer_n_traps >= rules["min_traps"]
+        amin = rules.get("alpha_fit_min")
+        if amin is not None:
+            if fitted is None:
+                raise ValueError("alpha_fit_min needs the fitted mask (fitted=...).")
+            base = np.array([onset_base(np.asarray(row, dtype=np.float64), fitted) for row in layer_alpha])
+            low = low & (base >= amin)[:, None]
     return {"both": low & trap, "either": low | trap, "traps": trap, "alpha": low}[rules["anti_rule"]]
 
 
@@ -198,7 +211,8 @@ def rule_parts(table: Mapping[str, np.ndarray], rules: Mapping[str, Any]) -> dic
     a, tr = onset_series(table, rules["onset"]), table["train_acc"]
     with np.errstate(invalid="ignore"):
         fitted = fitted_mask(tr, rules["use_train_acc"], rules["train_threshold"])
-        signature = layer_signature(table["layer_alpha"], table["layer_n_traps"], rules)
+        fitted = fitted_mask(tr, rules["use_train_acc"], rules["train_threshold"])
+        signature = layer_signature(table["layer_alpha"], table["layer_n_traps"], rules, fitted)
         limit = grok_limit(a, fitted, rules)
         shrunk = norm_onset(table["layer_norm"], fitted, rules.get("shrink_ratio"))
         return {"fitted": fitted, "grokking": fitted & ((a <= limit) | shrunk), "shrunk": shrunk,
@@ -321,6 +335,9 @@ def confidence(table: Mapping[str, np.ndarray], rank: np.ndarray, rules: Mapping
             m_shrink = (rules["shrink_ratio"] - worst) / 0.05
             m_grok = np.where(np.isfinite(m_shrink), np.fmax(m_grok, m_shrink), m_grok)
         m_low = (rules["alpha_anti"] - table["layer_alpha"]) / s    # > 0: the layer's alpha says over-fit
+        if rules.get("alpha_fit_min") is not None:                  # a layer heavy-tailed at the fit: no alpha signal
+            base = np.array([onset_base(np.asarray(r, dtype=np.float64), fitted) for r in table["layer_alpha"]])
+            m_low = np.where((base >= rules["alpha_fit_min"])[:, None], m_low, -np.inf)
         m_trap = table["layer_n_traps"] - (rules["min_traps"] - 0.5)  # > 0: traps present
         m_layer = {"both": np.minimum(m_low, m_trap), "either": np.maximum(m_low, m_trap),
                    "traps": m_trap, "alpha": m_low}[rules["anti_rule"]]
