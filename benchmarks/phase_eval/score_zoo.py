@@ -158,6 +158,10 @@ def classifiers(names: list[str]) -> dict:
         "default": PhaseClassifier(causal=True),
         "v6": PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85,
                               alpha_anti=2.0, min_traps=2, anti_rule="either", norm_ratio=1.5),
+        # the candidate of zoo_candidate_preregistration.md
+        "v7": PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85,
+                              alpha_anti=2.0, min_traps=2, anti_rule="either", norm_ratio=1.5,
+                              gate_base="fit", alpha_fit_min=3.0),
     }
     unknown = [n for n in names if n not in known]
     if unknown:
