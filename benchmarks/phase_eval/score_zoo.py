@@ -225,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg_path.is_file():
             print(f"  {entry['name']}: {run_dir} missing, skipped", flush=True)
             continue
-        steps = json.loads(cfg_path.read_text())["steps"]
+        cfg = json.loads(cfg_path.read_text())
+        steps = cfg["steps"]
+        entry = dict(entry, weight_decay=cfg.get("weight_decay"), label_noise=cfg.get("label_noise", 0.0),
+                     lr=cfg.get("lr"), decoder_weight_decay=cfg.get("decoder_weight_decay"))
         if not (run_dir / "checkpoints" / f"step_{steps:09d}.safetensors").is_file():
             print(f"  {entry['name']}: still training (no final checkpoint), skipped", flush=True)
             continue
