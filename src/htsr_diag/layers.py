@@ -59,8 +59,12 @@ logger = logging.getLogger(__name__)
 #: Every layer kind :func:`find_layers` can return (the values accepted by ``types=``).
 LAYER_KINDS: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d", "Embedding", "Conv1D", "matrix", "Parameter")
 _DEFAULT_KINDS = frozenset(LAYER_KINDS) - {"Parameter"}
-#: Keys under which training scripts commonly nest the state dict of a checkpoint.
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
+#: Keys under which training scripts commonly nest the state dict of a checkpoint, in order of
+#: precedence: the trained weights before an EMA copy, which is read only when nothing else is there.
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights", "ema", "model_ema",
+                "state_dict_ema")
+#: Name prefixes added by wrappers: DistributedDataParallel / DataParallel, torch.compile.
+_WRAPPER_PREFIX = re.compile(r"(?:^|(?<=\.))_orig_mod\.")
 DEFAULT_MIN_EIGENVALUES = 8
 """Layers with fewer pooled eigenvalues are skipped as too small (WeightWatcher's ``min_evals``)."""
 
@@ -183,8 +187,9 @@ def _checkpoint_path(path: Any) -> Path:
     if not p.exists():
         raise CheckpointError(f"checkpoint file {str(p)!r} does not exist. Check the path.")
     if not p.is_file():
-        raise CheckpointError(f"checkpoint path {str(p)!r} is not a file (a directory?). "
-                              f"Pass a .safetensors, .pt or .pth file.")
+        raise CheckpointError(f"checkpoint path {str(p)!r} is not a file and not a model folder (none of "
+                              f"model.safetensors, model.safetensors.index.json, pytorch_model.bin in it). "
+                              f"Pass a .safetensors, .pt, .pth, .bin or .ckpt file, or a save_pretrained folder.")
     if p.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file {str(p)!r} is empty (0 bytes); it was not written completely.")
     return p
@@ -224,22 +229,56 @@ def _load_torch(p: Path) -> Any:
                               f"truncated, corrupt, or not a checkpoint.") from exc
 
 
+def _has_tensor(obj: Mapping[Any, Any]) -> bool:
+    return any(is_tensor(v) or isinstance(v, np.ndarray) for v in obj.values())
+
+
+def _nested(obj: Mapping[Any, Any], depth: int) -> Mapping[str, Any] | None:
+    """The first mapping holding tensors: ``obj`` itself, else under the first of _NESTED_KEYS that has one."""
+    if _has_tensor(obj):
+        return obj
+    if depth == 0:
+        return None
+    for key in _NESTED_KEYS:
+        value = obj.get(key)
+        if isinstance(value, Mapping):
+            found = _nested(value, depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
 def _unwrap(obj: Any, where: str) -> Mapping[str, Any]:
     """The state dict inside a loaded checkpoint (possibly nested under 'state_dict' etc.)."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{where} holds a {type(obj).__name__}, not a state dict (a mapping of "
                               f"parameter names to tensors). Save model.state_dict().")
-    for _ in range(3):
-        if any(is_tensor(v) or isinstance(v, np.ndarray) for v in obj.values()):
-            return obj
-        nested = [k for k in _NESTED_KEYS if isinstance(obj.get(k), Mapping)]
-        if not nested:
-            break
-        obj = obj[nested[0]]
-    if not any(is_tensor(v) or isinstance(v, np.ndarray) for v in obj.values()):
-        raise CheckpointError(f"{where} holds a mapping without any tensor (keys: {list(obj)[:8]}); "
-                              f"it is not a state dict.")
-    return obj
+    found = _nested(obj, 3)
+    if found is None:
+        raise CheckpointError(f"{where} holds a mapping without any tensor (keys: {list(obj)[:8]}), also under "
+                              f"{', '.join(repr(k) for k in _NESTED_KEYS)}; it is not a state dict.")
+    return found
+
+
+def _strip_wrappers(sd: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Names without the ``module.`` prefix of (Distributed)DataParallel, when every name has it, and
+    without the ``_orig_mod.`` component torch.compile adds (anywhere in a name)."""
+    out = {str(k): v for k, v in sd.items()}
+    while True:
+        if out and all(k.startswith("module.") for k in out):
+            new = {k[len("module."):]: v for k, v in out.items()}
+        elif any(_WRAPPER_PREFIX.search(k) for k in out):
+            new = {}
+            for k, v in out.items():
+                name = _WRAPPER_PREFIX.sub("", k)
+                if name in new:
+                    raise CheckpointError(f"{where}: {k!r} and another entry both become {name!r} without the "
+                                          f"'_orig_mod.' prefix of torch.compile. Save the state dict of the "
+                                          f"uncompiled model (model._orig_mod.state_dict()).")
+                new[name] = v
+        else:
+            return out
+        out = new
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
@@ -248,9 +287,14 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.safetensors`` file, or a ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` file written by
-        ``torch.save``. A state dict nested under ``"state_dict"``, ``"model_state_dict"``,
-        ``"model"``, ``"module"``, ``"net"`` or ``"weights"`` is found.
+        A ``.safetensors`` file; a ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` file written by
+        ``torch.save``; or a Hugging Face model folder, one file or sharded with an index
+        (:func:`htsr_diag.checkpoints.load_model_folder`). A state dict nested in the file is
+        found under the first of ``"state_dict"``, ``"model_state_dict"``, ``"model"``,
+        ``"module"``, ``"net"``, ``"weights"``, ``"ema"``, ``"model_ema"``, ``"state_dict_ema"``
+        that holds tensors (up to three levels deep): the trained weights come before an EMA
+        copy. The ``module.`` prefix of ``DistributedDataParallel`` (when every name has it) and
+        the ``_orig_mod.`` of ``torch.compile`` are removed from the names.
 
     Returns
     -------
@@ -272,12 +316,17 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     >>> sorted(load_state_dict(path))
     ['bias', 'weight']
     """
+    if isinstance(path, (str, os.PathLike)) and Path(path).is_dir():
+        from .checkpoints import is_model_folder, load_model_folder
+
+        if is_model_folder(path):
+            return load_model_folder(path)
     p = _checkpoint_path(path)
     if p.suffix.lower() == ".safetensors":
         obj: Any = _load_safetensors(p)
     else:
         obj = _load_torch(p)
-    sd = dict(_unwrap(obj, f"checkpoint {str(p)!r}"))
+    sd = _strip_wrappers(_unwrap(obj, f"checkpoint {str(p)!r}"), f"checkpoint {str(p)!r}")
     logger.debug("loaded %d entries from %s", len(sd), p)
     return sd
 

@@ -1,9 +1,11 @@
 """Checkpoint trajectories: :func:`~htsr_diag.analyze.analyze` over a sequence of checkpoints.
 
-:func:`analyze_checkpoints` takes a run folder written by the trainer, or a list of models,
-state dicts or checkpoint files, analyses every checkpoint (every layer's alpha, traps and
-KS test; the baseline metrics when training inputs are given) and returns a
-:class:`Trajectory`, aligned with the run's train/test metrics when the folder has them.
+:func:`analyze_checkpoints` takes any folder or glob of checkpoints (a run folder written by
+the trainer, Lightning's ``version_N/``, the HF Trainer's ``checkpoint-N/`` folders, a folder of
+``.pt`` files; found by :mod:`htsr_diag.checkpoints`), or a list of models, state dicts or
+checkpoint files, analyses every checkpoint (every layer's alpha, traps and KS test; the
+baseline metrics when training inputs are given) and returns a :class:`Trajectory`, aligned
+with the train/test metrics saved next to the checkpoints when there are any.
 
 Checkpoints are independent, so the work is spread over any
 :class:`concurrent.futures.Executor` (a ``ProcessPoolExecutor`` on one machine, a
@@ -18,8 +20,9 @@ import json
 import logging
 import math
 import numbers
-import re
+import os
 from concurrent.futures import Executor, as_completed
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -37,7 +40,6 @@ logger = logging.getLogger(__name__)
 METRIC_NAMES: tuple[str, ...] = ("train_acc", "test_acc", "train_loss", "test_loss", "l2_norm")
 #: LayerReport fields that are counts: summed over layers by :meth:`Trajectory.feature`.
 _COUNT_PREFIXES = ("n_", "num_")
-_STEP_RE = re.compile(r"(\d+)(?!.*\d)")
 _FORMAT = "htsr_diag.Trajectory"
 
 
@@ -170,6 +172,55 @@ class Trajectory:
         out[~valid.any(axis=0)] = np.nan
         return out
 
+    def with_metrics(self, columns: Mapping[str, Any] | None = None, /, **more: Any) -> "Trajectory":
+        """A new Trajectory with these metrics added (or replacing those of the same name).
+
+        Parameters
+        ----------
+        columns : mapping of str -> array_like, optional
+            Metric name -> one value per checkpoint, in the trajectory's (step) order.
+        **more : array_like
+            The same, as keywords: ``traj.with_metrics(train_acc=acc)``.
+
+        Returns
+        -------
+        Trajectory
+            The same reports, baselines and source; this one is unchanged (it is frozen).
+
+        Raises
+        ------
+        TypeError
+            A name that is not a str, or values that are not numbers.
+        ValueError
+            Values that are not one per checkpoint; ``train_acc`` / ``test_acc`` outside [0, 1]
+            (percentages: divide by 100).
+
+        Examples
+        --------
+        >>> traj2 = traj.with_metrics(train_acc=[0.1, 0.9, 1.0])      # doctest: +SKIP
+        """
+        from .checkpoints import check_accuracy
+
+        if columns is not None and not isinstance(columns, Mapping):
+            raise TypeError(f"with_metrics takes a mapping of metric names to values, or keywords; got "
+                            f"{type(columns).__name__}.")
+        new = {**dict(columns or {}), **more}
+        out = dict(self.metrics)
+        for name, values in new.items():
+            if not isinstance(name, str):
+                raise TypeError(f"metric names must be str; got {name!r}.")
+            try:
+                arr = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"metric {name!r} must be numbers, one per checkpoint; got {values!r:.80}.") from exc
+            if arr.ndim != 1 or arr.size != len(self):
+                raise ValueError(f"metric {name!r} must have one value per checkpoint ({len(self)}, in step order); "
+                                 f"got shape {arr.shape}.")
+            if name in ("train_acc", "test_acc"):
+                check_accuracy(name, arr)
+            out[name] = arr.copy()
+        return dataclasses.replace(self, metrics=out)
+
     def to_frame(self):
         """A pandas DataFrame with one row per checkpoint x layer.
 
@@ -254,87 +305,119 @@ def _check_steps(steps: Any) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- sources
-def _is_run_folder(path: Path) -> bool:
-    return path.is_dir() and ((path / "checkpoints").is_dir() or (path / "metrics.jsonl").is_file())
+def _is_paths(sources: Any) -> bool:
+    if isinstance(sources, (str, os.PathLike)):
+        return True
+    return (isinstance(sources, (list, tuple)) and len(sources) > 0
+            and all(isinstance(x, (str, os.PathLike)) for x in sources))
 
 
-def _step_from_name(path: Path) -> int | None:
-    m = _STEP_RE.search(path.stem)
-    return int(m.group(1)) if m else None
+@dataclass(frozen=True)
+class _Sources:
+    items: list[Any]
+    steps: np.ndarray
+    home: Path | None  # where the metrics are looked for
+    run_dir: Path | None  # a folder given as the source (our run folder, Lightning's version_N, ...)
+    ours: bool  # the trainer's run folder: checkpoints/ and metrics.jsonl
 
 
-def _resolve(sources: Any, steps: Any) -> tuple[list[Any], np.ndarray, Path | None]:
-    """(sources, steps, run folder or None), sorted by step."""
-    run_dir: Path | None = None
-    if isinstance(sources, (str, Path)) and Path(sources).is_dir():
-        run_dir = Path(sources)
-        if (run_dir / "ensemble.json").is_file() or any(run_dir.glob("member_*")):
-            members = sorted(p.name for p in run_dir.glob("member_*"))
-            raise ValueError(f"sources={str(run_dir)!r} is an ensemble folder; analyse one member at a time, "
-                             f"e.g. {str(run_dir / (members[0] if members else 'member_00'))!r}.")
-        if not _is_run_folder(run_dir):
-            raise ValueError(f"sources={str(run_dir)!r} is a folder but not a run folder (no checkpoints/ "
-                             f"or metrics.jsonl). Pass the folder the trainer wrote, or a list of files.")
-        from .train import list_checkpoints
+def _resolve(sources: Any, steps: Any, steps_from: Any = None) -> _Sources:
+    """The checkpoints to analyse, sorted by step, and where their metrics are."""
+    if _is_paths(sources):
+        from .checkpoints import _expand, find_checkpoints
 
-        pairs = list_checkpoints(run_dir)
-        if not pairs:
-            raise ValueError(f"the run folder {str(run_dir)!r} has no checkpoints under checkpoints/.")
-        if steps is not None:
+        is_folder = isinstance(sources, (str, os.PathLike)) and Path(sources).is_dir()
+        if steps is not None and is_folder and (Path(sources) / "checkpoints").is_dir():
             raise ValueError("steps must be None for a run folder: the steps are read from the checkpoint names.")
-        items = [p for _, p in pairs]
-        step_arr = np.array([s for s, _ in pairs], dtype=np.int64)
+        pairs = find_checkpoints(sources, steps=steps, steps_from=steps_from)
+        paths, home, _ = _expand(sources, "sources")
+        ours = home is not None and (home / "checkpoints").is_dir() and (home / "metrics.jsonl").is_file()
+        return _Sources([p for _, p in pairs], np.array([s for s, _ in pairs], dtype=np.int64), home,
+                        Path(sources) if is_folder else None, ours)
+    if steps_from is not None:
+        raise ValueError("steps_from reads steps from file names; the sources are models or state dicts. Pass "
+                         "steps=[...] instead.")
+    items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
+    if not items:
+        raise ValueError("sources must hold at least one checkpoint; got an empty sequence.")
+    for i, item in enumerate(items):
+        ok = isinstance(item, (str, os.PathLike, Mapping)) or hasattr(item, "state_dict")
+        if not ok:
+            raise TypeError(f"sources[{i}] must be a torch module, a state dict, or a checkpoint path; "
+                            f"got {type(item).__name__}.")
+        if isinstance(item, (str, os.PathLike)) and not Path(item).exists():
+            raise ValueError(f"sources[{i}]={str(item)!r} is not a file. Pass existing checkpoint files, "
+                             f"or a folder or glob as the only source.")
+    if steps is None:
+        if any(isinstance(x, (str, os.PathLike)) for x in items):
+            raise ValueError("a list that mixes paths with models or state dicts needs steps=[...] (one per "
+                             "source).")
+        step_arr = np.arange(len(items), dtype=np.int64)
     else:
-        items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
-        if not items:
-            raise ValueError("sources must hold at least one checkpoint; got an empty sequence.")
-        for i, item in enumerate(items):
-            ok = isinstance(item, (str, Path, Mapping)) or hasattr(item, "state_dict")
-            if not ok:
-                raise TypeError(f"sources[{i}] must be a torch module, a state dict, or a checkpoint path; "
-                                f"got {type(item).__name__}.")
-            if isinstance(item, (str, Path)) and not Path(item).is_file():
-                raise ValueError(f"sources[{i}]={str(item)!r} is not a file. Pass existing checkpoint files, "
-                                 f"or a run folder as the only source.")
-        if steps is None:
-            parsed = [_step_from_name(Path(x)) if isinstance(x, (str, Path)) else None for x in items]
-            if all(p is not None for p in parsed):
-                step_arr = np.array(parsed, dtype=np.int64)
-            elif any(isinstance(x, (str, Path)) for x in items):
-                bad = next(str(x) for x, p in zip(items, parsed) if p is None)
-                raise ValueError(f"cannot read a step from the file name {bad!r}; pass steps=[...] explicitly.")
-            else:
-                step_arr = np.arange(len(items), dtype=np.int64)
-        else:
-            step_arr = np.asarray(steps)
-            if step_arr.ndim != 1 or step_arr.size != len(items):
-                raise ValueError(f"steps must give one step per source ({len(items)}); got shape {step_arr.shape}.")
-            if not np.issubdtype(step_arr.dtype, np.integer) or (step_arr < 0).any():
-                raise ValueError(f"steps must be non-negative integers; got {step_arr.tolist()[:5]}...")
-            step_arr = step_arr.astype(np.int64)
+        step_arr = np.asarray(steps)
+        if step_arr.ndim != 1 or step_arr.size != len(items):
+            raise ValueError(f"steps must give one step per source ({len(items)}); got shape {step_arr.shape}.")
+        if not np.issubdtype(step_arr.dtype, np.integer) or (step_arr < 0).any():
+            raise ValueError(f"steps must be non-negative integers; got {step_arr.tolist()[:5]}...")
+        step_arr = step_arr.astype(np.int64)
     if np.unique(step_arr).size != step_arr.size:
-        dup = int(step_arr[np.flatnonzero(np.bincount(np.searchsorted(np.unique(step_arr), step_arr)) > 1)[0]]) \
-            if step_arr.size else 0
-        raise ValueError(f"steps must be unique; step {dup} appears more than once.")
+        uniq, counts = np.unique(step_arr, return_counts=True)
+        raise ValueError(f"steps must be unique; step {int(uniq[counts > 1][0])} appears more than once.")
     order = np.argsort(step_arr, kind="stable")
-    return [items[i] for i in order], step_arr[order], run_dir
+    return _Sources([items[i] for i in order], step_arr[order], None, None, False)
 
 
-def _run_metrics(run_dir: Path | None, steps: np.ndarray) -> dict[str, np.ndarray]:
+def _run_metrics(src: _Sources, train_acc: str | None = None,
+                 test_acc: str | None = None) -> dict[str, np.ndarray]:
+    """The metrics next to the checkpoints at their steps (NaN where a checkpoint has no row).
+
+    Always the columns of METRIC_NAMES; from a metrics file other than the trainer's run folder's
+    metrics.jsonl, every other numeric column too. ``train_acc`` / ``test_acc`` name the columns
+    that hold those accuracies. Rows at steps without a checkpoint are ignored.
+    """
+    from .checkpoints import check_accuracy, read_metrics_table
+
+    steps = src.steps
     out = {k: np.full(steps.size, np.nan) for k in METRIC_NAMES}
-    if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
+    path: Path | None = None
+    rows: dict[int, dict[str, float]] = {}
+    if src.home is not None:
+        path, rows = read_metrics_table(src.home, [p for p in src.items if Path(p).is_dir()])
+    mapping = {k: v for k, v in (("train_acc", train_acc), ("test_acc", test_acc)) if v is not None}
+    for key, column in mapping.items():
+        if not isinstance(column, str):
+            raise TypeError(f"{key} must be the name of a metrics column (a str); got {type(column).__name__}. "
+                            f"To attach values, use traj.with_metrics({key}=values).")
+        if path is None:
+            where = "" if src.home is None else f" in {str(src.home)!r}"
+            raise ValueError(f"{key}={column!r} names a metrics column, but no metrics file was found next to "
+                             f"the checkpoints{where} (looked for metrics.jsonl, metrics.json, metrics.csv, "
+                             f"trainer_state.json). Add one, or attach the values with "
+                             f"traj.with_metrics({key}=values).")
+        columns = sorted({c for r in rows.values() for c in r})
+        if column not in columns:
+            raise ValueError(f"{key}={column!r} is not a column of {str(path)!r}; its columns are {columns}.")
+    if not rows:
         return out
-    from .train import read_metrics
-
     index = {int(s): j for j, s in enumerate(steps)}
-    for row in read_metrics(run_dir):
-        j = index.get(int(row.get("step", -1)))
+    names = list(METRIC_NAMES)
+    if not src.ours:
+        names += sorted({c for r in rows.values() for c in r} - set(names))
+    for name in names:
+        out.setdefault(name, np.full(steps.size, np.nan))
+    for step, row in rows.items():
+        j = index.get(step)
         if j is None:
             continue
-        for k in METRIC_NAMES:
-            v = row.get(k)
-            if isinstance(v, numbers.Real):
-                out[k][j] = float(v)
+        for k in names:
+            if k in row:
+                out[k][j] = row[k]
+        for key, column in mapping.items():
+            if column in row:
+                out[key][j] = row[column]
+    for key in ("train_acc", "test_acc"):
+        source = mapping.get(key, key)
+        check_accuracy(key, out[key], f" (column {source!r} of {str(path)!r})")
     return out
 
 
@@ -416,7 +499,8 @@ def _entropy(rng: Any) -> int:
     return int(rng)
 
 
-def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inputs: Any = None,
+def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, steps_from: str | None = None,
+                        train_acc: str | None = None, test_acc: str | None = None, inputs: Any = None,
                         executor: Executor | None = None, randomize: bool = True, ks: bool = True,
                         layers: Any = None, model_factory: Callable[[], Any] | None = None,
                         rng: Any = 0, num_threads: int | None = 1,
@@ -425,13 +509,28 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
 
     Parameters
     ----------
-    sources : path, or sequence of models / state dicts / checkpoint paths
-        A run folder written by :func:`htsr_diag.train.train` (its ``checkpoints/`` and
-        ``metrics.jsonl`` are read; steps come from the file names), or a list of
-        ``torch.nn.Module``, state dicts, or ``.safetensors`` / ``.pt`` files.
+    sources : path, glob, or sequence of models / state dicts / checkpoint paths
+        Any folder or glob of checkpoints (see :func:`htsr_diag.checkpoints.find_checkpoints`):
+        a run folder written by :func:`htsr_diag.train.train`, Lightning's ``version_N/``
+        (their ``checkpoints/`` subfolder is read), a folder of ``.pt`` / ``.pth`` / ``.bin`` /
+        ``.ckpt`` / ``.safetensors`` files, the HF Trainer's output folder of
+        ``checkpoint-N/`` model folders (sharded or not), ``"runs/x/*.pt"``; or a list of
+        checkpoint paths, ``torch.nn.Module`` or state dicts. Metrics saved next to the
+        checkpoints are read (:func:`htsr_diag.checkpoints.read_metrics_table`).
     steps : sequence of int, optional
-        The step of each source. Default: read from file names (the last number in the
-        name), else 0, 1, 2, ... Checkpoints are sorted by step; steps must be unique.
+        The step of each source of a list. Default: read from the names
+        (:func:`htsr_diag.checkpoints.step_from_name`: ``step_N``, ``epoch=E-step=N``,
+        ``checkpoint-N``, ``model_N``, ``iter_N``, ...); a checkpoint whose step cannot be read
+        raises, listing them all. Models and state dicts without ``steps`` get 0, 1, 2, ...
+        Checkpoints are sorted by step; steps must be unique.
+    steps_from : str, optional
+        A regular expression with one capture group, the step, searched in each checkpoint's
+        name (then its whole path), for names the default parser does not read.
+    train_acc, test_acc : str, optional
+        The metrics column that holds the training (test) accuracy, e.g. ``"eval_accuracy"``
+        of the HF Trainer; it becomes ``metrics["train_acc"]`` (``["test_acc"]``). Default:
+        the columns of those names, if any. Accuracies must be fractions in [0, 1]:
+        percentages raise ValueError (before any checkpoint is analysed).
     inputs : array_like or tensor of shape (n_samples, n_features), optional
         Training inputs. When given, the baselines (activation sparsity, weight entropy,
         circuit complexity, l2 norm) are computed per checkpoint.
@@ -469,9 +568,14 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
     Returns
     -------
     Trajectory
+        ``metrics`` holds :data:`METRIC_NAMES` (NaN where unknown) and, from a metrics file
+        other than the trainer's ``metrics.jsonl``, its other numeric columns; a checkpoint
+        without a metrics row gets NaN, a metrics row without a checkpoint is ignored.
 
     Examples
     --------
+    >>> traj = analyze_checkpoints("lightning_logs/version_0", train_acc="train_acc_epoch")  # doctest: +SKIP
+    >>> traj = analyze_checkpoints("out/checkpoint-*", test_acc="eval_accuracy")            # doctest: +SKIP
     >>> import multiprocessing
     >>> from concurrent.futures import ProcessPoolExecutor
     >>> spawn = multiprocessing.get_context("spawn")
@@ -489,7 +593,9 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
         from ._validation import check_positive_int
 
         num_threads = check_positive_int(num_threads, "num_threads")
-    items, step_arr, run_dir = _resolve(sources, steps)
+    src = _resolve(sources, steps, steps_from)
+    items, step_arr, run_dir = src.items, src.steps, src.run_dir
+    metrics = _run_metrics(src, train_acc, test_acc)  # bad metrics fail before the long analysis
     entropy = _entropy(rng)
     kwargs: dict[str, Any] = {"randomize": bool(randomize), "ks": bool(ks), "center_traps": bool(center_traps)}
     if layers is not None:
@@ -497,7 +603,7 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
     if model_factory is not None and not callable(model_factory):
         raise TypeError(f"model_factory must be a callable returning a torch.nn.Module; got "
                         f"{type(model_factory).__name__}.")
-    if inputs is not None and model_factory is None and run_dir is not None:
+    if inputs is not None and model_factory is None and src.ours and run_dir is not None:
         model_factory = _run_model_factory(run_dir)
     results: list[Any] = [None] * len(items)
     with Progress(len(items), "checkpoints", enabled=progress) as bar:
@@ -515,7 +621,7 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, inp
     reports = [r for r, _ in results]
     names = sorted({k for _, b in results for k in b})
     baselines = {k: np.array([b.get(k, np.nan) for _, b in results], dtype=np.float64) for k in names}
-    metrics = _run_metrics(run_dir, step_arr)
     logger.info("analysed %d checkpoints (steps %d..%d)", len(items), step_arr[0], step_arr[-1])
-    return Trajectory(steps=step_arr, reports=reports, metrics=metrics, baselines=baselines,
-                      source=None if run_dir is None else str(run_dir))
+    source = str(run_dir) if run_dir is not None else os.fspath(sources) if isinstance(sources, (str, os.PathLike)) \
+        else None
+    return Trajectory(steps=step_arr, reports=reports, metrics=metrics, baselines=baselines, source=source)

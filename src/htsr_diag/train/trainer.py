@@ -146,17 +146,21 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """``[(step, path), ...]`` of the finished checkpoints of a run folder, by step.
 
-    Temporary files of an interrupted write are ignored.
+    The files ``checkpoints/step_N.safetensors`` the trainer writes, and ``step_N.pt`` /
+    ``step_N.pth`` put there by hand; at a step with both, the safetensors file. Temporary
+    files of an interrupted write are ignored. Any other layout:
+    :func:`htsr_diag.checkpoints.find_checkpoints`.
     """
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
-    out = []
-    for p in folder.glob("step_*.safetensors"):
-        stem = p.name[len("step_"):-len(".safetensors")]
-        if stem.isdigit():
-            out.append((int(stem), p))
-    return sorted(out)
+    out: dict[int, Path] = {}
+    for suffix in (".pth", ".pt", ".safetensors"):  # later suffixes win a shared step
+        for p in folder.glob(f"step_*{suffix}"):
+            stem = p.name[len("step_"):-len(suffix)]
+            if stem.isdigit():
+                out[int(stem)] = p
+    return sorted(out.items())
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
