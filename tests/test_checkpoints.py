@@ -23,10 +23,10 @@ from htsr_diag.trajectory import METRIC_NAMES, analyze_checkpoints
 FAST = {"randomize": False, "ks": False}  # alpha only: these tests are about finding and loading
 
 
-def _sd(seed: int) -> dict[str, torch.Tensor]:
+def _sd(seed: int, width: int = 24) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"0.weight": torch.randn(24, 16, generator=g), "0.bias": torch.randn(24, generator=g),
-            "2.weight": torch.randn(12, 24, generator=g)}
+    return {"0.weight": torch.randn(width, 16 + width // 2, generator=g), "0.bias": torch.randn(width, generator=g),
+            "2.weight": torch.randn(width // 2, width, generator=g)}
 
 
 # ----------------------------------------------------------------------------- names
@@ -342,3 +342,49 @@ def test_with_metrics_returns_a_new_trajectory(tmp_path):
         traj.with_metrics(x=["a", "b", "c"])
     with pytest.raises(TypeError, match="metric names must be str"):
         traj.with_metrics({3: [1, 2, 3]})
+
+
+# ----------------------------------------------------------------------------- the command line
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from htsr_diag.cli import main
+
+    code = main(list(argv))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _pt_folder(folder: Path, names: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        torch.save({"model": _sd(i, width=128)}, folder / name)  # the classifier reads layers of >= 50
+    return folder
+
+
+def test_cli_phases_and_report_read_any_folder(capsys, tmp_path):
+    folder = _pt_folder(tmp_path / "plain", ["ck-a10.pt", "ck-a20.pt", "ck-a30.pt"])
+    (folder / "log.csv").write_text("unused")
+    (folder / "metrics.csv").write_text("step,acc,val\n10,0.2,0.1\n20,0.6,0.3\n30,0.9,0.5\n40,1.0,0.6\n")
+    code, out, err = _cli(capsys, "phases", str(folder), "--json")
+    assert code == 2 and "cannot read a step from the name of 3 checkpoint(s)" in err and "--steps-from" in err
+    code, out, err = _cli(capsys, "phases", str(folder), "--json", "--steps-from", r"a(\d+)",
+                          "--train-acc", "acc", "--test-acc", "val")
+    assert code == 0, err
+    rows = json.loads(out)["checkpoints"]
+    assert [r["step"] for r in rows] == [10, 20, 30] and [r["train_acc"] for r in rows] == [0.2, 0.6, 0.9]
+    code, _, err = _cli(capsys, "phases", str(folder / "*.pt"), "--steps-from", r"a(\d+)", "--train-acc", "nope")
+    assert code == 2 and "--train-acc 'nope' is not a column of" in err and "Traceback" not in err
+    code, _, err = _cli(capsys, "phases", str(folder), "--steps-from", r"a\d+")
+    assert code == 2 and "--steps-from must have exactly one capture group" in err
+    code, out, err = _cli(capsys, "report", str(folder / "*.pt"), "--steps-from", r"a(\d+)",
+                          "--out", str(tmp_path / "rep"), "--train-acc", "acc", "--test-acc", "val")
+    assert code == 0, err
+    assert (tmp_path / "rep" / "report.html").is_file() and (tmp_path / "rep" / "esd.png").is_file()
+
+
+def test_cli_analyze_reads_a_model_folder(capsys, tmp_path):
+    _hf_sharded(tmp_path / "checkpoint-5", 0)
+    code, out, err = _cli(capsys, "analyze", str(tmp_path / "checkpoint-5"), "--json", "--no-randomize")
+    assert code == 0, err
+    assert [lay["name"] for lay in json.loads(out)["layers"]] == ["0", "2"]
+    code, _, err = _cli(capsys, "analyze", str(tmp_path))
+    assert code == 2 and "is a folder but not a model folder" in err

@@ -169,15 +169,15 @@ def test_analyze_errors(capsys, tmp_path):
 def test_run_folder_errors(capsys, tmp_path, command):
     missing = tmp_path / "nope"
     code, _, err = _run(capsys, command, str(missing))
-    _assert_clean_error(code, err, f"RUN_DIR {str(missing)!r} does not exist")
+    _assert_clean_error(code, err, f"CHECKPOINTS {str(missing)!r} does not exist")
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = _run(capsys, command, str(empty))
-    _assert_clean_error(code, err, f"RUN_DIR {str(empty)!r} is not a run folder")
+    _assert_clean_error(code, err, f"CHECKPOINTS {str(empty)!r}: sources={str(empty)!r} holds no checkpoint")
     f = tmp_path / "model.safetensors"
     f.write_bytes(b"x")
     code, _, err = _run(capsys, command, str(f))
-    _assert_clean_error(code, err, f"RUN_DIR {str(f)!r} is a file, not a run folder")
+    _assert_clean_error(code, err, f"CHECKPOINTS {str(f)!r} is a file, not a folder or glob of checkpoints")
     assert err.startswith(f"htsr-diag {command}: error:")
 
 

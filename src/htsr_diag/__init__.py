@@ -44,6 +44,7 @@ from .powerlaw import PowerLawFit, layer_alpha
 from .report import RunReport, RunSummary, write_report
 from .phases import ANTI, GROK, PHASES, PRE, UNKNOWN, PhaseClassifier, phase_agreement, phases_from_accuracy
 from .spectrum import esd, esd_many, rank_floor
+from .checkpoints import find_checkpoints, step_from_name
 from .trajectory import Trajectory, analyze_checkpoints
 from .traps import (
     KSTrapResult,
@@ -59,6 +60,8 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "analyze_checkpoints",
+    "find_checkpoints",
+    "step_from_name",
     "Trajectory",
     "phases_from_accuracy",
     "phase_agreement",

@@ -3,11 +3,19 @@
 Sub-commands::
 
     htsr-diag analyze PATH [--json] [--no-randomize] [--seed S]
-    htsr-diag phases RUN_DIR [--plot [FILE]] [--json] [--seed S]
-    htsr-diag report RUN_DIR [--out DIR] [--no-baselines] [--seed S] [--workers N]
+    htsr-diag phases CHECKPOINTS [--plot [FILE]] [--json] [--seed S] [CHECKPOINT OPTIONS]
+    htsr-diag report CHECKPOINTS [--out DIR] [--no-baselines] [--seed S] [--workers N] [CHECKPOINT OPTIONS]
     htsr-diag demo [--out DIR] [--steps N] [--preset fast] [--device auto|cpu|cuda] [--seed S]
                    [--checkpoints-per-decade K] [--workers N]
     htsr-diag train ...          (see `htsr-diag train --help`)
+
+PATH is one checkpoint file or a Hugging Face model folder (sharded or not). CHECKPOINTS is a
+run folder written by ``htsr-diag train``, any folder of checkpoint files (``.safetensors``,
+``.pt``, ``.pth``, ``.bin``, ``.ckpt``) or model folders (the HF Trainer's ``checkpoint-N/``), a
+Lightning ``version_N/`` folder, or a quoted glob such as ``'runs/x/*.pt'``. CHECKPOINT OPTIONS:
+``--steps-from REGEX`` (one capture group: the step in each checkpoint's name, for names other
+than step_N, step=N, epoch=E-step=N, checkpoint-N, model_N, iter_N), ``--train-acc COLUMN`` and
+``--test-acc COLUMN`` (the metrics columns holding the accuracies, as fractions).
 
 Global options (before the sub-command): ``-v`` / ``-vv`` log more, ``--traceback``,
 ``--threads N`` (torch CPU threads; ``demo`` uses 1 unless given).
@@ -65,26 +73,52 @@ def _num(x: Any) -> float | None:
 
 
 def _check_model_path(path_arg: str) -> Path:
+    from .checkpoints import is_model_folder
+
     path = Path(path_arg)
     if not path.exists():
         raise CLIError(f"PATH {str(path)!r} does not exist.")
     if path.is_dir():
-        raise CLIError(f"PATH {str(path)!r} is a folder; `analyze` takes one model or checkpoint file "
-                       f"({', '.join(_MODEL_SUFFIXES)}). For a run folder use `htsr-diag phases` or "
-                       f"`htsr-diag report`.")
+        if is_model_folder(path):
+            return path
+        raise CLIError(f"PATH {str(path)!r} is a folder but not a model folder (no model.safetensors, "
+                       f"model.safetensors.index.json or pytorch_model.bin); `analyze` takes one checkpoint file "
+                       f"({', '.join(_MODEL_SUFFIXES)}) or model folder. For a folder of checkpoints use "
+                       f"`htsr-diag phases` or `htsr-diag report`.")
     if path.suffix.lower() not in _MODEL_SUFFIXES:
         raise CLIError(f"PATH {str(path)!r} has the suffix {path.suffix or '(none)'!r}, which is not a "
                        f"checkpoint; expected one of {', '.join(_MODEL_SUFFIXES)}.")
     return path
 
 
-def _check_run(path_arg: str) -> Path:
-    from .report import check_run_dir
+def _check_checkpoints(args: argparse.Namespace) -> str:
+    """CHECKPOINTS as given, once its checkpoints and their steps are found (else exit code 2)."""
+    from .checkpoints import _is_glob, find_checkpoints
 
+    text = args.checkpoints
+    path = Path(text)
+    if not path.exists() and not _is_glob(text):
+        raise CLIError(f"CHECKPOINTS {text!r} does not exist. Pass a run folder, a folder of checkpoints, "
+                       f"or a quoted glob such as 'runs/x/*.pt'.")
+    if path.is_file():
+        raise CLIError(f"CHECKPOINTS {text!r} is a file, not a folder or glob of checkpoints. For one "
+                       f"checkpoint use `htsr-diag analyze`.")
     try:
-        return check_run_dir(path_arg, "RUN_DIR")
-    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as exc:
-        raise CLIError(str(exc)) from exc
+        find_checkpoints(text, steps_from=args.steps_from)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"CHECKPOINTS {text!r}: {exc}".replace("steps_from=", "--steps-from ")
+                       .replace("steps_from", "--steps-from")) from exc
+    return text
+
+
+def _checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps-from", default=None, metavar="REGEX",
+                   help="regular expression with one capture group, the step, searched in each checkpoint's "
+                        "name (default: step_N, step=N, epoch=E-step=N, checkpoint-N, model_N, iter_N)")
+    p.add_argument("--train-acc", default=None, metavar="COLUMN",
+                   help="metrics column holding the training accuracy, as a fraction (default: train_acc)")
+    p.add_argument("--test-acc", default=None, metavar="COLUMN",
+                   help="metrics column holding the test accuracy, as a fraction (default: test_acc)")
 
 
 # ----------------------------------------------------------------------------- analyze
@@ -125,8 +159,15 @@ def _cmd_phases(args: argparse.Namespace) -> int:
     from .report import _finite_labels
     from .trajectory import analyze_checkpoints
 
-    run = _check_run(args.run_dir)
-    traj = analyze_checkpoints(run, rng=args.seed, progress=None)
+    source = _check_checkpoints(args)
+    run = Path(source)
+    try:
+        traj = analyze_checkpoints(source, rng=args.seed, progress=None, steps_from=args.steps_from,
+                                   train_acc=args.train_acc, test_acc=args.test_acc)
+    except ValueError as exc:
+        if "column" not in str(exc) and "metrics" not in str(exc):
+            raise
+        raise CLIError(str(exc).replace("train_acc=", "--train-acc ").replace("test_acc=", "--test-acc ")) from exc
     clf = PhaseClassifier()
     predicted = clf.predict(traj)
     table = clf.features(traj)
@@ -162,7 +203,7 @@ def _cmd_phases(args: argparse.Namespace) -> int:
                                    "norm_gate": bool(ev["layer_gate"][j, i])}
                             for j, name in enumerate(ev["layers"])}}
                 for i in range(steps.size)]
-        _out(json.dumps({"run_dir": str(run), "alarm_step": alarm, "onset": ev["onset"], "grok_ratio": grok_ratio,
+        _out(json.dumps({"run_dir": source, "alarm_step": alarm, "onset": ev["onset"], "grok_ratio": grok_ratio,
                          "shrink_ratio": ev["shrink_ratio"], "checkpoints": rows}, indent=1))
     else:
         _out(f"{'step':>10}  {'train':>6}  {'test':>6}  {'alpha':>6}  {'traps':>5}  {'onset':>5}  {'shrink':>6}  "
@@ -192,6 +233,8 @@ def _cmd_phases(args: argparse.Namespace) -> int:
         use_agg()
         import matplotlib.pyplot as plt
 
+        if not args.plot and not run.is_dir():
+            raise CLIError("--plot needs a FILE when CHECKPOINTS is a glob.")
         target = Path(args.plot) if args.plot else run / "phases.png"
         ax = plot_phases(steps, predicted, reference=ref)
         ax.legend(fontsize=7, loc="upper left")
@@ -215,10 +258,11 @@ def _executor(workers: int):
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    run = _check_run(args.run_dir)
+    run = _check_checkpoints(args)
     pool = _executor(args.workers)
     try:
-        rep = write_report(run, args.out, baselines=not args.no_baselines, executor=pool, rng=args.seed)
+        rep = write_report(run, args.out, baselines=not args.no_baselines, executor=pool, rng=args.seed,
+                           steps_from=args.steps_from, train_acc=args.train_acc, test_acc=args.test_acc)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -288,30 +332,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="per-layer table of one model or checkpoint file",
                        description="Analyse one model or checkpoint file: alpha, traps and KS test per layer.")
-    p.add_argument("path", metavar="PATH", help="checkpoint file (.safetensors, .pt, .pth, .bin, .ckpt)")
+    p.add_argument("path", metavar="PATH", help="checkpoint file (.safetensors, .pt, .pth, .bin, .ckpt) or a "
+                                                "Hugging Face model folder (sharded or not)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--no-randomize", action="store_true", help="skip traps and the KS test (alpha only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("phases", help="phase label of every checkpoint of a run folder",
-                       description="Label every checkpoint of a run folder from its weights "
-                                   "(and, for comparison, from its accuracy curves).")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `htsr-diag train`")
+    p = sub.add_parser("phases", help="phase label of every checkpoint of a run or checkpoint folder",
+                       description="Label every checkpoint of a folder or glob of checkpoints from its weights "
+                                   "(and, for comparison, from the accuracy curves saved beside them).")
+    p.add_argument("checkpoints", metavar="CHECKPOINTS",
+                   help="run folder written by `htsr-diag train`, any folder of checkpoints (.safetensors, .pt, "
+                        ".pth, .bin, .ckpt, HF checkpoint-N/ folders), or a quoted glob")
     p.add_argument("--plot", nargs="?", const="", default=None, metavar="FILE",
-                   help="also save a plot (default RUN_DIR/phases.png)")
+                   help="also save a plot (default CHECKPOINTS/phases.png)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    _checkpoint_options(p)
     p.set_defaults(func=_cmd_phases)
 
-    p = sub.add_parser("report", help="figures, tables, summary and HTML page of a run folder",
-                       description="Write the report of a run folder (HTML page, PNG figures, "
+    p = sub.add_parser("report", help="figures, tables, summary and HTML page of a run or checkpoint folder",
+                       description="Write the report of a folder or glob of checkpoints (HTML page, PNG figures, "
                                    "trajectory CSV/JSON, summary).")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `htsr-diag train`")
-    p.add_argument("--out", default=None, help="report folder (default RUN_DIR/report)")
+    p.add_argument("checkpoints", metavar="CHECKPOINTS",
+                   help="run folder written by `htsr-diag train`, any folder of checkpoints, or a quoted glob")
+    p.add_argument("--out", default=None, help="report folder (default CHECKPOINTS/report)")
     p.add_argument("--no-baselines", action="store_true", help="skip the four baseline metrics")
     p.add_argument("--workers", type=int, default=1, help="processes analysing checkpoints (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    _checkpoint_options(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="the bundled MNIST study end to end: train, analyse, report",

@@ -365,10 +365,30 @@ def layer_stream(rng: int, step: int, name: str) -> np.random.Generator:
     return _layer_rng(entropy, name)
 
 
-def _checkpoint_paths(run_dir: Path) -> dict[int, Path]:
-    from .train import list_checkpoints
+def _check_source(source: Any, steps_from: str | None) -> tuple[Path, dict[int, Path], bool]:
+    """(the folder a report goes into by default, {step: checkpoint path}, is the trainer's run folder).
 
-    return {int(s): Path(p) for s, p in list_checkpoints(run_dir)}
+    ``source``: a run folder, any folder of checkpoints or a glob (see
+    :func:`htsr_diag.checkpoints.find_checkpoints`).
+    """
+    from .checkpoints import _is_glob, find_checkpoints, metrics_home
+
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"run_dir must be a path to a run folder; got {type(source).__name__}.")
+    text = str(source)
+    if not (not Path(text).exists() and _is_glob(text)):
+        path = Path(text)
+        if not path.exists():
+            raise FileNotFoundError(f"run_dir {text!r} does not exist. Pass the folder written by "
+                                    f"`htsr-diag train`, any folder of checkpoints, or a glob of them.")
+        if not path.is_dir():
+            raise NotADirectoryError(f"run_dir {text!r} is a file, not a run folder. Pass a folder or glob of "
+                                     f"checkpoints (use `htsr-diag analyze` for a single checkpoint).")
+    pairs = find_checkpoints(text, steps_from=steps_from)
+    paths = {int(s): Path(p) for s, p in pairs}
+    home = Path(text) if Path(text).is_dir() else metrics_home(list(paths.values()))
+    ours = (home / "checkpoints").is_dir() and (home / "config.json").is_file()
+    return home, paths, ours
 
 
 # ----------------------------------------------------------------------------- figures
@@ -380,7 +400,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _spectral_figures(run_dir: Path | None, trajectory: Any, reps: dict[str, int], layers: list[str],
+def _spectral_figures(paths: dict[int, Path], trajectory: Any, reps: dict[str, int], layers: list[str],
                       out_dir: Path, rng: int) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
@@ -390,7 +410,6 @@ def _spectral_figures(run_dir: Path | None, trajectory: Any, reps: dict[str, int
     from .traps import correlation_traps, randomized_esd
 
     steps = np.asarray(trajectory.steps)
-    paths = _checkpoint_paths(run_dir) if run_dir is not None else {}
     rows = list(reps.items())
     ncols = max(len(layers), 1)
     nrows = max(len(rows), 1)
@@ -438,7 +457,7 @@ def _plot_layers(trajectory: Any, min_dim: int = 50) -> list[str]:
 
 
 def _make_figures(trajectory: Any, predicted: np.ndarray, from_accuracy: np.ndarray | None,
-                  run_dir: Path | None, out_dir: Path, rng: int) -> dict[str, Path]:
+                  paths: dict[int, Path], out_dir: Path, rng: int) -> dict[str, Path]:
     from .plot import figure_baselines, figure_overview, use_agg
 
     use_agg()
@@ -454,7 +473,7 @@ def _make_figures(trajectory: Any, predicted: np.ndarray, from_accuracy: np.ndar
     figures = {"overview": _save(fig, out_dir / "overview.png")}
     ref = from_accuracy if from_accuracy is not None else predicted
     reps = representative_checkpoints(steps, ref, trajectory.metrics.get("test_acc"))
-    figures.update(_spectral_figures(run_dir, trajectory, reps, _plot_layers(trajectory), out_dir, rng))
+    figures.update(_spectral_figures(paths, trajectory, reps, _plot_layers(trajectory), out_dir, rng))
     base: dict[str, np.ndarray] = {}
     l2 = trajectory.baselines.get("l2_norm", trajectory.metrics.get("l2_norm"))
     if l2 is not None and np.isfinite(l2).any():
@@ -539,14 +558,16 @@ def _html(summary: RunSummary, figures: Mapping[str, Path], files: Mapping[str, 
 # ----------------------------------------------------------------------------- entry point
 def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = None,
                  classifier: Any = None, baselines: bool = True, executor: Any = None,
-                 rng: int = 0, progress: bool | None = None) -> RunReport:
-    """Analyse a run folder and write its report (figures, tables, summary, HTML).
+                 rng: int = 0, progress: bool | None = None, steps_from: str | None = None,
+                 train_acc: str | None = None, test_acc: str | None = None) -> RunReport:
+    """Analyse a run folder (or any folder or glob of checkpoints) and write its report.
 
     Parameters
     ----------
-    run_dir : path, optional
-        A run folder written by :func:`htsr_diag.train.train`. Needed unless ``trajectory``
-        is given (the spectral figures then say "weights not available").
+    run_dir : path or str, optional
+        A run folder written by :func:`htsr_diag.train.train`, or any folder or glob of
+        checkpoints :func:`~htsr_diag.trajectory.analyze_checkpoints` reads. Needed unless
+        ``trajectory`` is given (the spectral figures then say "weights not available").
     out_dir : path, optional
         Where to write; default ``run_dir / "report"``. Created if missing.
     trajectory : Trajectory, optional
@@ -563,6 +584,9 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
         Seed of the shuffles (per checkpoint streams, see ``analyze_checkpoints``).
     progress : bool, optional
         Progress bar on stderr (default: when stderr is a terminal).
+    steps_from, train_acc, test_acc : str, optional
+        Passed to :func:`~htsr_diag.trajectory.analyze_checkpoints`: a regular expression for
+        the steps in the checkpoint names; the metrics columns holding the accuracies.
 
     Returns
     -------
@@ -571,8 +595,8 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     Raises
     ------
     FileNotFoundError, NotADirectoryError, ValueError
-        ``run_dir`` missing, a file, or not a run folder (see :func:`check_run_dir`);
-        ``out_dir`` an existing file.
+        ``run_dir`` missing, a file, or a folder without checkpoints (or whose checkpoints'
+        steps cannot be read); ``out_dir`` an existing file.
     TypeError
         ``classifier`` not a PhaseClassifier, ``trajectory`` not a Trajectory, ``rng`` not
         a non-negative int.
@@ -594,7 +618,11 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     if trajectory is not None and not (hasattr(trajectory, "steps") and hasattr(trajectory, "feature")):
         raise TypeError(f"trajectory must be a htsr_diag.Trajectory (from analyze_checkpoints); got "
                         f"{type(trajectory).__name__}.")
-    run_path = check_run_dir(run_dir) if run_dir is not None else None
+    run_path: Path | None = None
+    paths: dict[int, Path] = {}
+    ours = False
+    if run_dir is not None:
+        run_path, paths, ours = _check_source(run_dir, steps_from)
     if out_dir is None:
         if run_path is None:
             raise ValueError("out_dir must be given when the report is built from a trajectory alone.")
@@ -607,8 +635,12 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     out.mkdir(parents=True, exist_ok=True)
 
     if trajectory is None:
-        inputs = training_inputs(run_path) if baselines else None
-        trajectory = analyze_checkpoints(run_path, inputs=inputs, executor=executor, rng=rng, progress=progress)
+        inputs = training_inputs(run_path) if baselines and ours else None
+        if baselines and not ours:
+            logger.info("%s is not a run folder of the trainer: no training inputs, no baselines", run_dir)
+        trajectory = analyze_checkpoints(run_path if Path(str(run_dir)).is_dir() else str(run_dir), inputs=inputs,
+                                         executor=executor, rng=rng, progress=progress, steps_from=steps_from,
+                                         train_acc=train_acc, test_acc=test_acc)
     if classifier is None:
         classifier = PhaseClassifier()
     causal = PhaseClassifier(**{**classifier.get_params(), "causal": True})
@@ -624,7 +656,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     from_accuracy = _finite_labels(steps, tr, te)
     summary = summarize(trajectory, predicted, from_accuracy, alarm_step)
 
-    figures = _make_figures(trajectory, predicted, from_accuracy, run_path, out, int(rng))
+    figures = _make_figures(trajectory, predicted, from_accuracy, paths, out, int(rng))
     table = classifier.features(trajectory)
     files = {
         "trajectory_csv": trajectory.to_csv(out / "trajectory.csv"),
@@ -641,7 +673,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
              "n/a" if not np.isfinite(te[i]) else f"{te[i]:.3f}", str(predicted[i]),
              "" if from_accuracy is None else str(from_accuracy[i])) for i in range(steps.size)]
     page = out / "report.html"
-    page.write_text(_html(summary, figures, files, str(run_path) if run_path else "(trajectory)", rows))
+    page.write_text(_html(summary, figures, files, str(run_dir) if run_dir is not None else "(trajectory)", rows))
     logger.info("report written to %s", page)
     return RunReport(out_dir=out, html=page, figures=figures, files={k: Path(v) for k, v in files.items()},
                      summary=summary, steps=steps, predicted=np.asarray(predicted),
