@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spectral.py
+
+# Every GPU measurement of issue #17 within a wall-clock budget (benchmarks/gpu/run_all.py; writes
+# gpu_check.json/.md and trajectory_*.json into $OUT, else benchmarks/results/gpu).
+# GPU_ARGS=--dry-run checks the script on the CPU in well under a minute. On a lent GPU machine,
+# whose image has its own torch and no network (so no venv can be set up there), use its python:
+#   make gpu-check GPU_PYTHON=python3 GPU_ARGS="--budget-s 400"
+GPU_PYTHON ?= $(BIN)/python
+GPU_ARGS   ?= --budget-s 360
+
+gpu-check: $(if $(filter $(BIN)/python,$(GPU_PYTHON)),$(STAMP))
+	$(GPU_PYTHON) benchmarks/gpu/run_all.py $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

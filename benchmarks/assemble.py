@@ -28,7 +28,7 @@ This file is assembled from `benchmarks/results/*.md` by `benchmarks/assemble.py
 | >= 5x WeightWatcher on a 4096x4096 layer (#2) | 10.9x (9.6x all-float64), 1 thread each; 8.0x (7.1x all-float64), default 2 threads | yes |
 | GPT-2-small shapes >= 5x WeightWatcher (#3) | 10.9x, 1 thread each | yes |
 | trainer >= 1.3x the Omnigrok-style loop on CPU (#4) | 1.51x (1.35x in an earlier, busier run) | yes |
-| GPU: trainer 3x, R=32 in 2x, paper preset < 30 min; 4096 analysis on GPU (#2, #4) | not measured: no GPU lent | open |
+| GPU: trainer 3x, R=32 in 2x, paper preset < 30 min; 4096 analysis on GPU (#2, #4, #17) | not measured: no GPU lent; one script prepared for the run (`make gpu-check`, section "GPU check" below) | open |
 
 """
 

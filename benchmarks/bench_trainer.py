@@ -79,7 +79,23 @@ def baseline_steps_per_s(cfg, x, y, dev, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def engine_steps_per_s(cfgs, data, dev, steps: int) -> float:
+def _engine_steps(eng, steps: int) -> None:
+    done = 0
+    while done < steps:  # what trainer._loop does between checkpoints
+        n = min(1000, steps - done)
+        idx = eng.batch_indices(eng.step, n)
+        for i in range(n):
+            eng.step_fn(idx[i])
+            eng.step += 1
+        done += n
+
+
+def engine_steps_per_s(cfgs, data, dev, steps: int, *, compile: bool = False, warmup: int = 0) -> float:
+    """Steps/s of the trainer's engine over ``steps`` steps (after ``warmup`` untimed steps).
+
+    ``compile=True`` wraps the step in ``torch.compile`` as ``train(..., compile=True)`` does;
+    the compilation happens in the warm-up steps (give it at least 3 for CUDA graphs).
+    """
     dtype = cfgs[0].torch_dtype
     xs, ys = zip(*(training_subset(c, data) for c in cfgs))
     with torch.no_grad():
@@ -87,16 +103,13 @@ def engine_steps_per_s(cfgs, data, dev, steps: int) -> float:
                       torch.as_tensor(np.stack(ys), device=dev),
                       torch.as_tensor(data.test_x, device=dev).to(dtype) / 255.0,
                       torch.as_tensor(data.test_y, device=dev))
+        if compile:
+            eng.compile()
+        if warmup:
+            _engine_steps(eng, warmup)
         _sync(dev)
         t0 = time.perf_counter()
-        done = 0
-        while done < steps:  # what trainer._loop does between checkpoints
-            n = min(1000, steps - done)
-            idx = eng.batch_indices(eng.step, n)
-            for i in range(n):
-                eng.step_fn(idx[i])
-                eng.step += 1
-            done += n
+        _engine_steps(eng, steps)
         _sync(dev)
         return steps / (time.perf_counter() - t0)
 
