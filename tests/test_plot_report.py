@@ -337,3 +337,30 @@ def test_report_from_trajectory_without_run_folder(report, tmp_path):
     rep = write_report(trajectory=traj, out_dir=tmp_path)
     assert rep.figures["esd"].read_bytes()[:8] == PNG_MAGIC
     assert rep.summary.n_checkpoints == len(traj.steps)
+
+
+def test_report_explains_every_label(report):
+    """report.html and summary.txt say per checkpoint why it has its label, from the classifier's evidence."""
+    from htsr_diag.explain import explain_labels
+    from htsr_diag.trajectory import Trajectory
+
+    traj = Trajectory.from_json(report.files["trajectory_json"])
+    clf = PhaseClassifier()
+    expected = explain_labels(clf.evidence(traj), clf.features(traj), clf.predict(traj), report.from_accuracy,
+                              rules=clf.rules())
+    assert [e.to_dict() for e in report.explanations] == [e.to_dict() for e in expected]
+    assert len(report.explanations) == report.steps.size
+    assert all(e.layers.startswith("fc1: alpha ") and "; fc2: alpha " in e.layers and "fc3" not in e.layers
+               for e in report.explanations)
+    assert all(e.rule.startswith(e.label) for e in report.explanations)
+    page = report.html.read_text()
+    assert page.index("How to read this") < page.index("<h2>Summary</h2>")
+    import html as html_mod
+
+    for e in report.explanations:
+        assert html_mod.escape(e.rule) in page
+    text = report.files["summary_txt"].read_text()
+    assert "why each checkpoint has its label" in text
+    for e in report.explanations:
+        assert e.text() in text
+    assert report.to_dict()["explanations"][0]["step"] == int(report.steps[0])

@@ -14,7 +14,8 @@ writes into ``out_dir``::
     trajectory.csv       one row per checkpoint x layer
     trajectory.json      the Trajectory (Trajectory.from_json reads it back)
     phases.csv           step, accuracies, mean alpha, traps, onset ratio, norm shrink, both labels, confidence
-    summary.txt          phase boundaries, peak test accuracy, when the alarm fired
+    summary.txt          phase boundaries, peak test accuracy, when the alarm fired, and per
+                         checkpoint why it has its label (explain.explain_labels)
     summary.json         the same as JSON
 """
 
@@ -29,11 +30,12 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ._json import jsonable
+from .explain import explain_labels
 
 __all__ = ["RunSummary", "RunReport", "write_report", "check_run_dir", "summarize",
            "representative_checkpoints", "training_inputs", "layer_stream"]
@@ -137,6 +139,9 @@ class RunReport:
         Weight-only labels.
     from_accuracy : ndarray of str, shape (n,) or None
         Accuracy labels (None without metrics).
+    explanations : list of LabelExplanation
+        Per checkpoint: the numbers the rules read, the rule that set the label and why the
+        two labels differ (:func:`~htsr_diag.explain.explain_labels`).
     """
 
     out_dir: Path
@@ -147,11 +152,12 @@ class RunReport:
     steps: np.ndarray = field(repr=False)
     predicted: np.ndarray = field(repr=False)
     from_accuracy: np.ndarray | None = field(repr=False, default=None)
+    explanations: list[Any] = field(repr=False, default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
-        return {k: jsonable(getattr(self, k) if k != "summary" else self.summary.to_dict())
-                for k in self.__dataclass_fields__}
+        special = {"summary": self.summary.to_dict(), "explanations": [e.to_dict() for e in self.explanations]}
+        return {k: jsonable(special[k] if k in special else getattr(self, k)) for k in self.__dataclass_fields__}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -525,29 +531,78 @@ _CAPTIONS = {
 }
 
 
+def _how_to_read(rules: Mapping[str, Any], evidence: Mapping[str, Any]) -> list[str]:
+    """The "How to read this" paragraphs, with the thresholds in use."""
+    onset = {"stable_rank": "the smallest stable rank", "alpha": "the mean alpha"}[evidence["onset"]]
+    base = "its norm when the training set was first fitted" if rules.get("gate_base", "first") == "fit" \
+        else "its norm at the first checkpoint"
+    gate = ("no norm gate" if rules.get("norm_ratio") is None
+            else f"while its Frobenius norm is at least {rules['norm_ratio']:g}x {base} (the norm gate)")
+    shrink = ("" if evidence["shrink_ratio"] is None else
+              f", or every layer's norm has shrunk to {evidence['shrink_ratio']:g}x its norm at the fit "
+              f"(weight decay)")
+    train = (f"train accuracy >= {rules['train_threshold']:g}" if rules.get("use_train_acc", True)
+             else "always (use_train_acc=False)")
+    signal = {"either": "alpha &lt; {a:g} or at least {t} correlation traps",
+              "both": "alpha &lt; {a:g} and at least {t} correlation traps",
+              "alpha": "alpha &lt; {a:g}", "traps": "at least {t} correlation traps"}[rules["anti_rule"]].format(
+        a=rules["alpha_anti"], t=rules["min_traps"])
+    return [
+        "Every checkpoint gets two labels: <b>from the weights</b> (the phase classifier; it reads each "
+        "analysed layer's power-law exponent alpha, correlation-trap count, Frobenius norm and stable rank, "
+        "plus the training accuracy, never the test accuracy) and <b>from accuracy</b> (the train and test "
+        "curves: the reference the weight-only labels are checked against).",
+        f"<b>pre-grokking</b> until the training set is fitted ({train}) and {onset} has fallen to "
+        f"{evidence['grok_ratio']:g}x its value at the fit{shrink}: then <b>grokking</b>. "
+        f"<b>anti-grokking</b> once the training set is fitted and some layer shows the over-fitting "
+        f"signature ({signal}) {gate}. Phases only go forward; "
+        f"a checkpoint whose rule no longer holds keeps the label it reached (the table says so).",
+        "The table at the end gives, per checkpoint, each analysed layer's alpha, trap count and norm ratio, "
+        "the rule that set the label in words and, where the two labels differ, which rule fired or did not "
+        "(also in summary.txt). The anti-grokking alarm is the first step the <i>causal</i> classifier (only "
+        "the checkpoints up to each one, as during training) says anti-grokking.",
+        "In the figures the step axis is logarithmic (linear between step 0 and 1); shaded bands are the "
+        "phases from accuracy, the strip along the top of figure (1) the phases from the weights.",
+    ]
+
+
 def _html(summary: RunSummary, figures: Mapping[str, Path], files: Mapping[str, Path], source: str,
-          phases_rows: list[tuple[int, str, str, str, str]]) -> str:
+          phases_rows: list[tuple[int, str, str, str, str]], explanations: Sequence[Any] = (),
+          how_to_read: Sequence[str] = ()) -> str:
     esc = html.escape
     parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
              f"<title>htsr_diag report: {esc(source)}</title>",
-             "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;"
+             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
              "color:#222}img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}"
              "figcaption{font-size:.9em;color:#444}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}"
-             "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:2px 8px;"
-             "text-align:right}</style></head><body>",
+             "table{border-collapse:collapse;font-size:.8em}td,th{border:1px solid #ccc;padding:2px 6px;"
+             "text-align:right;vertical-align:top}td.why{text-align:left}.differs{color:#a61b1b}"
+             "#how-to-read{background:#f4f8fc;border:1px solid #cfe0f0;padding:.2em 1em;font-size:.92em}"
+             "</style></head><body>",
              "<h1>htsr_diag report</h1>",
-             f"<p>Run folder: <code>{esc(source)}</code></p>",
-             "<h2>Summary</h2>", f"<pre>{esc(summary.to_text())}</pre>", "<h2>Figures</h2>"]
+             f"<p>Run folder: <code>{esc(source)}</code></p>"]
+    if how_to_read:
+        parts.append("<section id='how-to-read'><h2>How to read this</h2>"
+                     + "".join(f"<p>{para}</p>" for para in how_to_read) + "</section>")
+    parts += ["<h2>Summary</h2>", f"<pre>{esc(summary.to_text())}</pre>", "<h2>Figures</h2>"]
     for key, path in figures.items():
         parts.append(f"<figure id='{key}'><a href='{esc(path.name)}'><img src='{_data_uri(path)}' "
                      f"alt='{esc(path.name)}' data-file='{esc(path.name)}'></a>"
                      f"<figcaption>{_CAPTIONS.get(key, '')} File: <a href='{esc(path.name)}'>"
                      f"{esc(path.name)}</a></figcaption></figure>")
-    parts.append("<h2>Phases per checkpoint</h2><table><tr><th>step</th><th>train acc</th><th>test acc</th>"
-                 "<th>predicted (weights)</th><th>from accuracy</th></tr>")
-    for step, tr, te, pred, ref in phases_rows:
-        parts.append(f"<tr><td>{step:,}</td><td>{esc(tr)}</td><td>{esc(te)}</td><td>{esc(pred)}</td>"
-                     f"<td>{esc(ref)}</td></tr>")
+    why = list(explanations)
+    parts.append("<h2 id='phases'>Phases per checkpoint</h2><table><tr><th>step</th><th>train acc</th>"
+                 "<th>test acc</th><th>predicted (weights)</th><th>from accuracy</th>"
+                 + ("<th>alpha, traps, norm ratio per layer</th><th>why</th>" if why else "") + "</tr>")
+    for k, (step, tr, te, pred, ref) in enumerate(phases_rows):
+        row = (f"<tr><td>{step:,}</td><td>{esc(tr)}</td><td>{esc(te)}</td><td>{esc(pred)}</td>"
+               f"<td>{esc(ref)}</td>")
+        if why:
+            e = why[k]
+            differs = f"<br><span class='differs'>{esc(e.differs)}</span>" if e.differs else ""
+            row += (f"<td class='why'>{'<br>'.join(esc(x) for x in e.layers.split('; '))}</td>"
+                    f"<td class='why'>{esc(e.rule)}{differs}</td>")
+        parts.append(row + "</tr>")
     parts.append("</table><h2>Data</h2><ul>")
     for key, path in files.items():
         parts.append(f"<li><a href='{esc(path.name)}'>{esc(path.name)}</a></li>")
@@ -658,23 +713,28 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
 
     figures = _make_figures(trajectory, predicted, from_accuracy, paths, out, int(rng))
     table = classifier.features(trajectory)
+    evidence = classifier.evidence(trajectory)
+    explanations = explain_labels(evidence, table, predicted, from_accuracy, rules=classifier.rules())
     files = {
         "trajectory_csv": trajectory.to_csv(out / "trajectory.csv"),
         "trajectory_json": out / "trajectory.json",
         "phases_csv": _write_phases_csv(out / "phases.csv", trajectory, predicted, confidence, from_accuracy,
-                                        table, classifier.evidence(trajectory)),
+                                        table, evidence),
         "summary_txt": out / "summary.txt",
         "summary_json": out / "summary.json",
     }
     trajectory.to_json(files["trajectory_json"])
-    files["summary_txt"].write_text(summary.to_text())
+    files["summary_txt"].write_text(summary.to_text() + "\nwhy each checkpoint has its label "
+                                    "(alpha, traps and norm ratio of each analysed layer):\n"
+                                    + "\n".join(e.text() for e in explanations) + "\n")
     files["summary_json"].write_text(json.dumps(summary.to_dict(), indent=2))
     rows = [(int(steps[i]), "n/a" if not np.isfinite(tr[i]) else f"{tr[i]:.3f}",
              "n/a" if not np.isfinite(te[i]) else f"{te[i]:.3f}", str(predicted[i]),
              "" if from_accuracy is None else str(from_accuracy[i])) for i in range(steps.size)]
     page = out / "report.html"
-    page.write_text(_html(summary, figures, files, str(run_dir) if run_dir is not None else "(trajectory)", rows))
+    page.write_text(_html(summary, figures, files, str(run_dir) if run_dir is not None else "(trajectory)", rows,
+                          explanations, _how_to_read(classifier.rules(), evidence)))
     logger.info("report written to %s", page)
     return RunReport(out_dir=out, html=page, figures=figures, files={k: Path(v) for k, v in files.items()},
                      summary=summary, steps=steps, predicted=np.asarray(predicted),
-                     from_accuracy=from_accuracy)
+                     from_accuracy=from_accuracy, explanations=explanations)
