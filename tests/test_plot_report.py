@@ -364,3 +364,25 @@ def test_report_explains_every_label(report):
     for e in report.explanations:
         assert e.text() in text
     assert report.to_dict()["explanations"][0]["step"] == int(report.steps[0])
+
+
+def test_step_axis_starts_at_step_0_without_a_negative_half():
+    ax = plot.plot_alpha([0, 1, 10, 100], {"fc1": [6, 5, 3, 1.5]})
+    assert ax.get_xscale() == "symlog" and ax.get_xlim() == (0.0, 100.0)
+    ax = plot.plot_phases([0, 1, 10, 1000], [PRE, PRE, GROK, ANTI], reference=[PRE, GROK, GROK, ANTI])
+    assert ax.get_xlim()[0] == 0.0  # before: symlog margins ran to -10^2
+    ax = plot.plot_traps([10, 100, 1000], {"fc1": [0, 0, 3]})
+    assert ax.get_xscale() == "log" and ax.get_xlim() == (10.0, 1000.0)
+
+
+def test_bands_visible_with_legends():
+    steps, labs = [0, 1, 10, 100], [PRE, GROK, GROK, ANTI]
+    fig = plot.figure_overview(steps, train_acc=[0.1, 1, 1, 1], test_acc=[0.1, 0.8, 0.9, 0.6],
+                               alphas={"fc1": [6, 4, 3, 1.5]}, traps={"fc1": [0, 0, 0, 4]}, from_accuracy=labs)
+    bands = [p for p in fig.axes[0].patches if p.get_alpha() is not None]
+    assert bands and all(0.15 <= p.get_alpha() <= 0.25 for p in bands)
+    fig = plot.figure_baselines(steps, {"l2_norm": [1, 2, 3, 4], "weight_entropy": [4, 3, 2, 1]},
+                                from_accuracy=labs)
+    assert len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "from accuracy: pre-grokking", "from accuracy: grokking", "from accuracy: anti-grokking"]

@@ -6,8 +6,10 @@ matplotlib is imported inside the functions (it is the ``plot`` extra), nothing 
 and no global style is changed. To save files from a script without a display, call
 :func:`use_agg` first (the CLI and the report do).
 
-The step axis is logarithmic where all steps are positive and ``symlog`` (linear below
-step 1) when the first checkpoint is the initialisation (step 0).
+The step axis is logarithmic and spans exactly the checkpoints: ``log`` where all steps
+are positive, and when the first checkpoint is the initialisation (step 0) ``symlog`` with
+``linthresh=1`` (linear between steps 0 and 1, drawn as wide as one decade) starting at
+step 0, so no negative half is drawn. Every step-axis figure uses it.
 """
 
 from __future__ import annotations
@@ -80,10 +82,14 @@ def _as_steps(steps: Any) -> np.ndarray:
 
 
 def _log_step_axis(ax, steps: np.ndarray) -> None:
+    """The step axis of every figure: log, or symlog from step 0 when the first checkpoint is step 0."""
     if steps.size and steps[0] <= 0:
-        ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
+        ax.set_xscale("symlog", linthresh=1.0, linscale=1.0)
+        ax.set_xlim(0.0, max(float(steps[-1]), 1.0))
     else:
         ax.set_xscale("log")
+        if steps.size > 1:
+            ax.set_xlim(float(steps[0]), float(steps[-1]))
     ax.set_xlabel("training step")
 
 
@@ -97,7 +103,7 @@ def _band_edges(steps: np.ndarray) -> np.ndarray:
 
 
 def plot_phase_bands(steps: Sequence[float], labels: Sequence[str], *, ax=None,
-                     ymin: float = 0.0, ymax: float = 1.0, alpha: float = 0.15,
+                     ymin: float = 0.0, ymax: float = 1.0, alpha: float = 0.2,
                      label_prefix: str = "", legend: bool = True) -> Any:
     """Shade the step axis by phase label.
 
@@ -493,7 +499,7 @@ def figure_overview(steps: Sequence[float], *, train_acc: Sequence[float],
     plot_traps(steps, traps, ax=axes[2])
     for k, ax in enumerate(axes):
         if from_accuracy is not None:
-            plot_phase_bands(steps, from_accuracy, ax=ax, alpha=0.12, label_prefix="from accuracy: ",
+            plot_phase_bands(steps, from_accuracy, ax=ax, alpha=0.22, label_prefix="from accuracy: ",
                              legend=k == 0)
         if predicted is not None:
             plot_phase_bands(steps, predicted, ax=ax, ymin=0.93, ymax=1.0, alpha=0.7,
@@ -538,10 +544,11 @@ def figure_baselines(steps: Sequence[float], baselines: Mapping[str, Sequence[fl
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.2 * nrows), squeeze=False)
     flat = axes.ravel()
-    for ax, name in zip(flat, names):
+    for k, (ax, name) in enumerate(zip(flat, names)):
         plot_series(steps, baselines[name], ax=ax, ylabel=name.replace("_", " "))
         if from_accuracy is not None:
-            plot_phase_bands(steps, from_accuracy, ax=ax, alpha=0.12)
+            plot_phase_bands(steps, from_accuracy, ax=ax, alpha=0.22, label_prefix="from accuracy: ",
+                             legend=k == 0)
         ax.set_title(name.replace("_", " "), fontsize=9)
     for ax in flat[len(names):]:
         ax.set_visible(False)
@@ -549,5 +556,12 @@ def figure_baselines(steps: Sequence[float], baselines: Mapping[str, Sequence[fl
         flat[0].set_visible(True)
         flat[0].text(0.5, 0.5, "no baselines recorded", ha="center", va="center",
                      transform=flat[0].transAxes)
-    fig.tight_layout()
+    handles, labels = flat[0].get_legend_handles_labels()
+    keep = [(h, lab) for h, lab in zip(handles, labels) if lab.startswith("from accuracy: ")]
+    if keep:  # one legend for the bands of every panel, above them
+        fig.legend(*zip(*keep), fontsize=8, loc="upper center", ncol=len(keep), frameon=False,
+                   bbox_to_anchor=(0.5, 1.0))
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
+    else:
+        fig.tight_layout()
     return fig
