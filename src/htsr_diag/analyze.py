@@ -15,6 +15,8 @@ the same numbers as the full analysis.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -24,13 +26,13 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ._progress import Progress
 from ._validation import check_rng, is_tensor
-from .exceptions import DegenerateSpectrumWarning, HTSRWarning
+from .exceptions import DegenerateSpectrumWarning, HTSRWarning, SmallSpectrumWarning
 from .layers import LayerMatrix, LayerSet, SkippedParam, find_layers
 from .spectrum import esd_many
 
@@ -312,7 +314,7 @@ def _check_device(device: Any) -> Any:
 
 def _analyze_layer(lm: LayerMatrix, W: Any, eigs: np.ndarray, randomize: bool, ks: bool,
                    rng: np.random.Generator, center_traps: bool = False) -> LayerReport:
-    from .powerlaw import layer_alpha
+    from .powerlaw import collect_small_notes, layer_alpha
 
     row = _base(lm)
     status: list[str] = []
@@ -320,7 +322,10 @@ def _analyze_layer(lm: LayerMatrix, W: Any, eigs: np.ndarray, randomize: bool, k
     total = float(eigs.sum())
     row.update(lambda_max=lam_max, frobenius_norm=math.sqrt(total), spectral_norm=math.sqrt(lam_max),
                stable_rank=total / lam_max if lam_max > 0 else _NAN)
-    fit = layer_alpha(eigs, shape=(lm.N, lm.M))
+    with collect_small_notes() as notes:  # warned once per layer by analyze, naming it
+        fit = layer_alpha(eigs, shape=(lm.N, lm.M))
+    if notes:
+        _note_small(lm, notes[0])
     row.update(alpha=float(fit.alpha), alpha_std=float(fit.alpha_std), xmin=float(fit.xmin),
                xmax=float(fit.xmax), ks_distance=float(fit.ks_distance), n_tail=int(fit.n_tail),
                warning=fit.warning)
@@ -342,6 +347,48 @@ def _analyze_layer(lm: LayerMatrix, W: Any, eigs: np.ndarray, randomize: bool, k
             row.update(ks_statistic=float(kst.statistic), ks_pvalue=float(kst.pvalue))
     row["status"] = "; ".join(status) if status else "ok"
     return LayerReport(**row)
+
+
+#: Per-call collector of the small-spectrum notes of analyse's layers (see :func:`small_spectrum_notes`).
+_LAYER_NOTES: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "htsr_layer_notes", default=None)
+
+
+def _note_small(lm: LayerMatrix, note: str) -> None:
+    """Hand a layer's small-spectrum note to the active collector, if any."""
+    sink = _LAYER_NOTES.get()
+    if sink is not None:
+        sink.append((lm.name, f"layer {lm.name!r} (shape {tuple(lm.shape)}): {note}"))
+
+
+@contextlib.contextmanager
+def small_spectrum_notes() -> Iterator[list[tuple[str, str]]]:
+    """Collect the (layer name, message) small-spectrum notes of :func:`analyze` calls instead of warning.
+
+    Internal: :func:`analyze` warns once per layer and call; callers that analyse many
+    checkpoints (:func:`~htsr_diag.trajectory.analyze_checkpoints`, the Monitor) collect the
+    notes and warn once per layer over all of them (:func:`warn_small_spectra`).
+    """
+    notes: list[tuple[str, str]] = []
+    token = _LAYER_NOTES.set(notes)
+    try:
+        yield notes
+    finally:
+        _LAYER_NOTES.reset(token)
+
+
+def warn_small_spectra(notes: Sequence[tuple[str, str]], where: str, skip: Iterable[str] = (),
+                       stacklevel: int = 2) -> set[str]:
+    """One :class:`SmallSpectrumWarning` per layer in ``notes`` not in ``skip``; returns the layers warned about."""
+    done = set(skip)
+    warned: set[str] = set()
+    for name, message in notes:
+        if name in done:
+            continue
+        done.add(name)
+        warned.add(name)
+        warnings.warn(f"{where}: {message}", SmallSpectrumWarning, stacklevel=stacklevel + 1)
+    return warned
 
 
 def _failed(lm: LayerMatrix, status: str) -> LayerReport:
@@ -415,7 +462,6 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     gen = check_rng(rng)
     entropy = int(gen.integers(0, 2**63))
     found: LayerSet = find_layers(model, include=layers, all_2d=all_2d)
-    from . import __version__
 
     # move, check finiteness, group by (shape, device) for batched decompositions
     rows: dict[int, LayerReport] = {}
@@ -437,6 +483,22 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
                           // int(np.prod(key[0]))) for key in groups}
     batches = [(key, idx[k:k + per_batch[key]]) for key, idx in groups.items()
                for k in range(0, len(idx), per_batch[key])]
+
+    outer = _LAYER_NOTES.get()
+    with small_spectrum_notes() as notes:
+        report = _analyze_batches(found, rows, weights, batches, randomize, ks, entropy, center_traps, progress)
+    if outer is not None:
+        outer.extend(notes)
+    else:
+        warn_small_spectra(notes, "analyze")
+    return report
+
+
+def _analyze_batches(found: LayerSet, rows: dict[int, LayerReport], weights: dict[int, Any], batches: list,
+                     randomize: bool, ks: bool, entropy: int, center_traps: bool,
+                     progress: bool | None) -> ModelReport:
+    """The decompositions and per-layer analyses of :func:`analyze` (inputs checked there)."""
+    from . import __version__
 
     n = len(found.layers)
     enabled = progress if progress is not None else (None if n >= PROGRESS_MIN_LAYERS else False)
@@ -468,5 +530,5 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     report = ModelReport(layers=[rows[i] for i in range(n)], skipped=list(found.skipped), source=found.source,
                          randomize=bool(randomize), ks=bool(ks), version=__version__,
                          center_traps=bool(center_traps))
-    logger.info("analysed %d layers of %s (%d parameters skipped)", n, found.source, len(found.skipped))
+    logger.debug("analysed %d layers of %s (%d parameters skipped)", n, found.source, len(found.skipped))
     return report

@@ -266,6 +266,7 @@ class Monitor:
         self._known_phase: str | None = None     # the last phase other than "unknown"
         self._got_train_acc = False
         self._warned_train_acc = False
+        self._small_warned: set[str] = set()
         self._features: list[dict[str, float]] = []
         self.history: list[MonitorRecord] = []
         self.phase: str | None = None
@@ -334,7 +335,7 @@ class Monitor:
     def _analyze(self, step: int, train_acc: float | None) -> MonitorRecord:
         import torch
 
-        from .analyze import analyze
+        from .analyze import analyze, small_spectrum_notes, warn_small_spectra
 
         t0 = time.perf_counter()
         seq = np.random.SeedSequence(self._entropy, spawn_key=(step,))
@@ -342,8 +343,10 @@ class Monitor:
         kwargs: dict[str, Any] = {"randomize": self.randomize, "ks": False, "rng": rng, "center_traps": True}
         if self.layers is not None:
             kwargs["layers"] = self.layers
-        with torch.no_grad():
+        with torch.no_grad(), small_spectrum_notes() as notes:
             report = analyze(self.model, **kwargs)
+        # once per layer for the whole run, not at every analysis
+        self._small_warned |= warn_small_spectra(notes, "Monitor", skip=self._small_warned, stacklevel=3)
         feats = self.classifier.report_features(report, train_acc=train_acc)
         feats["step"] = float(step)
         self._features.append(feats)

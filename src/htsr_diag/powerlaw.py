@@ -66,11 +66,13 @@ eigenvalues: ~10-40 ms, 10-30x faster than WWFit (benchmarks/bench_powerlaw.py).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -314,6 +316,28 @@ def _argmin_distance(L: np.ndarray, first: np.ndarray, right: np.ndarray, cand: 
     return int(rows[np.argmin(exact)])
 
 
+#: Where :func:`layer_alpha` puts its small-spectrum note instead of warning, while a caller
+#: collects them (:func:`collect_small_notes`); None: warn. A context variable, so threads
+#: (each with its own context) do not see each other's collector.
+_SMALL_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("htsr_small_notes", default=None)
+
+
+@contextlib.contextmanager
+def collect_small_notes() -> Iterator[list[str]]:
+    """Collect :func:`layer_alpha`'s small-spectrum notes in a list instead of warning (internal).
+
+    :func:`htsr_diag.analyze.analyze` uses it to warn once per layer, naming the layer, and
+    :func:`~htsr_diag.trajectory.analyze_checkpoints` and the Monitor to warn once per layer
+    over many checkpoints.
+    """
+    notes: list[str] = []
+    token = _SMALL_NOTES.set(notes)
+    try:
+        yield notes
+    finally:
+        _SMALL_NOTES.reset(token)
+
+
 def _nan_fit(status: str, n_eigenvalues: int, n_fitted: int, rank_cut: float, xmax: float,
              selection: str) -> PowerLawFit:
     warnings.warn(f"layer_alpha: no power-law fit: {status}.", DegenerateSpectrumWarning, stacklevel=3)
@@ -428,9 +452,13 @@ def layer_alpha(
     small = N < SMALL_N
     bias_corr = small and small_n == "bias-corrected"
     if small:
-        warnings.warn(f"layer_alpha: only {N} eigenvalues (fewer than {SMALL_N}); alpha is unreliable"
-                      + (" (bias-corrected small-n fit)." if bias_corr else "."),
-                      SmallSpectrumWarning, stacklevel=2)
+        note = (f"only {N} eigenvalues (fewer than {SMALL_N}); alpha is unreliable"
+                + (" (bias-corrected small-n fit)." if bias_corr else "."))
+        sink = _SMALL_NOTES.get()
+        if sink is None:
+            warnings.warn(f"layer_alpha: {note}", SmallSpectrumWarning, stacklevel=2)
+        else:  # a caller that names the layer (analyze) warns instead, once per layer
+            sink.append(note)
 
     L = np.log(x / x[-1])  # relative to lambda_max: scale-free and well conditioned
     first = np.searchsorted(x, x, side="left")

@@ -437,20 +437,41 @@ def _run_model_factory(run_dir: Path) -> Callable[[], Any] | None:
 
 # ----------------------------------------------------------------------------- the worker
 def _analyze_one(source: Any, step: int, entropy: int, analyze_kwargs: dict[str, Any],
-                 inputs: Any, model_factory: Any, num_threads: int | None) -> tuple[Any, dict[str, float]]:
-    """Analyse one checkpoint; module level so that process pools and dask can pickle it."""
-    from .analyze import analyze
+                 inputs: Any, model_factory: Any,
+                 num_threads: int | None) -> tuple[Any, dict[str, float], list[tuple[str, str]]]:
+    """Analyse one checkpoint; module level so that process pools and dask can pickle it.
+
+    Returns the report, the baselines and the layers' small-spectrum notes (warned about
+    once per layer by the caller, not once per checkpoint).
+    """
+    from .analyze import analyze, small_spectrum_notes
 
     seq = np.random.SeedSequence(entropy, spawn_key=(int(step),))
     rng_analyze, rng_baseline = (np.random.default_rng(s) for s in seq.spawn(2))
     with _threads(num_threads):
-        report = analyze(source, rng=rng_analyze, **analyze_kwargs)
+        with small_spectrum_notes() as notes:
+            report = analyze(source, rng=rng_analyze, **analyze_kwargs)
         baselines: dict[str, float] = {}
         if inputs is not None:
             from .baselines import compute_baselines
 
             baselines = compute_baselines(source, inputs, rng=rng_baseline, model_factory=model_factory)
-    return report, baselines
+    return report, baselines, notes
+
+
+def _warn_small_once(per_checkpoint: list[list[tuple[str, str]]], steps: np.ndarray) -> None:
+    """One SmallSpectrumWarning per layer for a whole trajectory, saying at how many checkpoints."""
+    from .analyze import warn_small_spectra
+
+    first: dict[str, tuple[str, int]] = {}
+    count: dict[str, int] = {}
+    for notes, step in zip(per_checkpoint, steps):
+        for name, message in dict(notes).items():
+            first.setdefault(name, (message, int(step)))
+            count[name] = count.get(name, 0) + 1
+    warn_small_spectra([(name, f"{message.rstrip('.')} (at {count[name]} of {len(per_checkpoint)} checkpoints, first at step "
+                               f"{step}).") for name, (message, step) in first.items()],
+                       "analyze_checkpoints", stacklevel=3)
 
 
 class _threads:
@@ -618,9 +639,10 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, ste
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 bar.update(1)
-    reports = [r for r, _ in results]
-    names = sorted({k for _, b in results for k in b})
-    baselines = {k: np.array([b.get(k, np.nan) for _, b in results], dtype=np.float64) for k in names}
+    reports = [r for r, _, _ in results]
+    names = sorted({k for _, b, _ in results for k in b})
+    baselines = {k: np.array([b.get(k, np.nan) for _, b, _ in results], dtype=np.float64) for k in names}
+    _warn_small_once([notes for _, _, notes in results], step_arr)
     logger.info("analysed %d checkpoints (steps %d..%d)", len(items), step_arr[0], step_arr[-1])
     source = str(run_dir) if run_dir is not None else os.fspath(sources) if isinstance(sources, (str, os.PathLike)) \
         else None
