@@ -128,7 +128,11 @@ def test_phases_table_json_and_plot(demo, capsys, tmp_path):
         or (shrink_ratio is not None and r["shrink"] is not None and r["shrink"] <= shrink_ratio))]
     grok = [i for i, r in enumerate(rows) if r["predicted"] != "pre-grokking"]
     assert (grok[:1] or [None])[0] == min(onset[:1] + anti[:1], default=None)
-    assert rows[0]["layers"]["fc1"]["norm_ratio"] == pytest.approx(1.0)
+    # the gate's ratio is against the norm at the fit: unknown (null) before the training set is fitted
+    fitted = [i for i, r in enumerate(rows) if r["train_acc"] is not None and r["train_acc"] >= 0.99]
+    assert all(rows[i]["layers"]["fc1"]["norm_ratio"] is None for i in range(fitted[0] if fitted else len(rows)))
+    if fitted:
+        assert rows[fitted[0]]["layers"]["fc1"]["norm_ratio"] == pytest.approx(1.0, abs=0.05)
     assert plot_file.read_bytes()[:8] == PNG_MAGIC
 
 

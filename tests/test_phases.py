@@ -321,7 +321,10 @@ def test_classifier_reads_a_trajectory_and_skips_the_small_head():
     np.testing.assert_allclose(table["n_traps"], [0, 0, 4])
     assert clf.predict(traj).tolist() == [PRE, GROK, ANTI]
     # only the head (alpha 50, 9 traps): traps alone make it anti-grokking under the default "either"
-    assert PhaseClassifier(layers=["fc3"]).predict(traj).tolist() == [PRE, ANTI, ANTI]
+    # (the gate read against the first checkpoint: 1.6 x at step 10; against the norm at the fit,
+    # the median of steps 0 and 10, it is 1.23 x there and 1.54 x at step 100)
+    assert PhaseClassifier(layers=["fc3"], gate_base="first").predict(traj).tolist() == [PRE, ANTI, ANTI]
+    assert PhaseClassifier(layers=["fc3"]).predict(traj).tolist() == [PRE, PRE, ANTI]
     assert PhaseClassifier(layers=["fc3"], anti_rule="both").predict(traj).tolist() == [PRE, PRE, PRE]
     assert clf.report_features(reports[2], train_acc=1.0) == {
         "alpha": 1.25, "n_traps": 4.0, "train_acc": 1.0, "layer_alpha": [1.5, 1.0], "layer_n_traps": [3.0, 1.0],
@@ -465,11 +468,12 @@ def test_trajectory_not_starting_at_initialisation_warns_unless_the_gate_is_off(
     reports = [_Report([_Layer("fc1", (200, 784), 3.0, 0)]) for _ in range(2)]
     late = Trajectory(steps=[100, 1000], reports=reports, metrics={})
     with pytest.warns(UserWarning, match="starts at step 100, not at the initialisation"):
-        PhaseClassifier().features(late)
+        PhaseClassifier(gate_base="first").features(late)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        PhaseClassifier(norm_ratio=None).features(late)  # gate off: nothing reads the first norm
-        PhaseClassifier().features(Trajectory(steps=[0, 1000], reports=reports, metrics={}))
+        PhaseClassifier(norm_ratio=None, gate_base="first").features(late)  # gate off: nothing reads the first norm
+        PhaseClassifier(gate_base="first").features(Trajectory(steps=[0, 1000], reports=reports, metrics={}))
+        PhaseClassifier().features(late)  # the default gate reads the norm at the fit, not the first checkpoint
 
 
 def test_fit_params_restricts_the_search():
@@ -641,7 +645,7 @@ def test_evidence_explains_the_labels_and_shows_a_gated_signature():
     reports = [_Report([_Layer("fc1", (200, 784), a, k, g), _Layer("fc2", (200, 200), b, m, h)])
                for (a, k, g), (b, m, h) in zip(fc1, fc2)]
     traj = Trajectory(steps=[0, 10, 100, 1000], reports=reports, metrics={"train_acc": [0.5, 1.0, 1.0, 1.0]})
-    clf = PhaseClassifier(causal=True)
+    clf = PhaseClassifier(causal=True, gate_base="first")
     ev = clf.evidence(traj)
     assert ev["layers"] == ["fc1", "fc2"]
     assert ev["layer_signature"].tolist() == [[False, False, False, True], [False, False, True, True]]
@@ -651,6 +655,13 @@ def test_evidence_explains_the_labels_and_shows_a_gated_signature():
     assert clf.predict(traj).tolist()[-1] == ANTI and clf.transition_steps(traj)[ANTI] == 1000
     # without the gate fc2's signature alone is anti-grokking at step 100
     assert PhaseClassifier(causal=True, norm_ratio=None).transition_steps(traj)[ANTI] == 100
+    # the default gate reads each norm against its norm at the fit (median of steps 0 and 10):
+    # the same gate decisions here, other ratios
+    ev_fit = PhaseClassifier(causal=True).evidence(traj)
+    expected = np.array([[1.0, 1.2, 1.4, 1.7], [1.0, 0.8, 0.3, 0.2]]) / np.array([[1.1], [0.9]])
+    expected[:, 0] = np.nan   # before the fit (step 10) the reference is not known yet
+    np.testing.assert_allclose(ev_fit["layer_norm_ratio"], expected)
+    assert ev_fit["layer_gate"].tolist() == ev["layer_gate"].tolist()
 
 
 def test_predict_step_on_each_prefix_equals_the_causal_labels_with_both_onsets():

@@ -179,8 +179,9 @@ def test_alpha_fit_min_ignores_layers_heavy_tailed_at_the_fit():
     born_heavy = [1.8, 1.8, 1.8, 1.7, 1.7, 1.7]        # below 2 all along
     random_like = [6.0, 6.0, 6.0, 5.0, 5.0, 5.0]
     table = _two_layers(born_heavy, random_like)
-    assert PhaseClassifier().predict(table)[-1] == "anti-grokking"
+    assert PhaseClassifier(alpha_fit_min=None).predict(table)[-1] == "anti-grokking"
     assert PhaseClassifier(alpha_fit_min=3.0).predict(table)[-1] != "anti-grokking"
+    assert PhaseClassifier().predict(table)[-1] != "anti-grokking"   # 3.0 is the default
     # a layer that falls from random-like to alpha < 2 after the fit still signals
     falling = _two_layers(born_heavy, [6.0, 6.0, 6.0, 1.9, 1.8, 1.8])
     assert PhaseClassifier(alpha_fit_min=3.0).predict(falling)[3] == "anti-grokking"

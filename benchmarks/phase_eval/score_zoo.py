@@ -154,10 +154,11 @@ def classifiers(names: list[str]) -> dict:
     from htsr_diag import PhaseClassifier
 
     known = {
-        # the frozen default at the pre-registration (v6; its parameters written out)
+        # the library's default (v6 at the zoo pre-registration; v7 since zoo_candidate_preregistration.md)
         "default": PhaseClassifier(causal=True),
         "v6": PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85,
-                              alpha_anti=2.0, min_traps=2, anti_rule="either", norm_ratio=1.5),
+                              alpha_anti=2.0, min_traps=2, anti_rule="either", norm_ratio=1.5,
+                              gate_base="first", alpha_fit_min=None),
         # the candidate of zoo_candidate_preregistration.md
         "v7": PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85,
                               alpha_anti=2.0, min_traps=2, anti_rule="either", norm_ratio=1.5,

@@ -128,7 +128,7 @@ def explain_labels(evidence: Mapping[str, Any], features: Mapping[str, Any], lab
     >>> ex[0].rule
     'pre-grokking: training set not fitted (train acc 0.60 < 0.99)'
     >>> ex[2].rule
-    'anti-grokking: layer0: alpha 1.50 < 2 and 4 traps >= 2, with norm 2.00x its first norm >= 1.5'
+    'anti-grokking: layer0: alpha 1.50 < 2 and 4 traps >= 2, with norm 1.82x its norm at the fit >= 1.5'
     """
     steps = np.asarray(evidence["step"])
     n = steps.size

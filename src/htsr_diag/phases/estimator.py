@@ -68,10 +68,13 @@ class PhaseClassifier:
 
     It is *anti-grokking* once the training set is fitted and some analysed layer shows the
     over-fitting signature (``anti_rule`` on ``alpha < alpha_anti`` and
-    ``n_traps >= min_traps``) while its Frobenius norm is at least ``norm_ratio`` times its
-    norm at the first checkpoint (which should be the initialisation). The norm gate keeps
-    the heavy tails and traps of a layer shrunk by weight decay, and the early traps of
-    grokking (at 1.0-1.1 x the initial norm), from being called a collapse.
+    ``n_traps >= min_traps``; the alpha signal only in a layer whose alpha at the fit was at
+    least ``alpha_fit_min``) while its Frobenius norm is at least ``norm_ratio`` times its
+    norm when the training set was first fitted (``gate_base="fit"``; ``"first"``: its norm
+    at the first checkpoint). The norm gate keeps the heavy tails and traps of a layer shrunk
+    by weight decay, and the early traps of grokking (at 1.0-1.1 x its norm at the fit), from
+    being called a collapse; ``alpha_fit_min`` keeps layers that were heavy-tailed before any
+    fit (a small transformer's square matrices and embeddings) from being called over-fit.
 
     A phase is entered when its rule has held on ``patience`` consecutive checkpoints, and
     never left (phases are ordered). With ``causal=True`` the label at a checkpoint uses
@@ -119,24 +122,27 @@ class PhaseClassifier:
         ``"either"`` one of them (traps appear at the onset of the collapse, alpha < 2 a
         little later; either comes first in some runs), ``"both"`` both, ``"traps"`` or
         ``"alpha"`` that one alone.
-    alpha_fit_min : float or None, default None
+    alpha_fit_min : float or None, default 3.0
         The alpha signal (``alpha < alpha_anti``) counts only in a layer whose alpha when the
         training set was first fitted (median of that checkpoint and the two before it) was
         at least this: a layer that fell from a random-like spectrum to a heavy tail after
         the fit. A layer already heavy-tailed at the fit (the 128x128 matrices and embeddings
         of a small transformer sit at alpha 1.5-2.5 from the start and generalise) keeps only
-        its trap signal. None: every layer's alpha counts.
+        its trap signal. None: every layer's alpha counts (v6 and earlier). 3.0 is inside the
+        flat range 2.5-4.0 on the runs it was chosen on; adopted with ``gate_base="fit"`` as
+        "v7" by a rule pre-registered before the fresh runs that judged it (docs/phases.md).
     norm_ratio : float or None, default 1.5
         A layer's over-fitting signature counts only while its Frobenius norm is at least
-        this multiple of its norm at the first checkpoint. None: no norm gate. 1.5 lies
+        this multiple of its reference norm (``gate_base``). None: no norm gate. 1.5 lies
         between the largest ratio of a signalling layer under weight decay (0.96) and the
         smallest at a weight-decay-0 collapse (1.73) on seeds 0-11.
-    gate_base : {"first", "fit"}, default "first"
+    gate_base : {"first", "fit"}, default "fit"
         What the norm gate compares a layer's norm with: its norm at the first checkpoint
         (the initialisation, when the sequence starts at step 0), or its norm when the
         training set was first fitted (median of that checkpoint and the two before it;
         needs the training accuracy, else the first checkpoints are used). "fit" asks whether
-        the layer kept growing after the fit, whatever the first checkpoint is.
+        the layer kept growing after the fit, whatever the first checkpoint is ("first" is
+        v6 and earlier).
     patience : int, default 1
         Consecutive checkpoints a rule must hold before its phase is entered.
     use_train_acc : bool, default True
@@ -175,9 +181,9 @@ class PhaseClassifier:
 
     def __init__(self, *, causal: bool = False, onset: str = "auto", grok_ratio: float | None = None,
                  shrink_ratio: float | None = 0.85, alpha_grok: float | None = None,
-                 alpha_anti: float = 2.0, alpha_fit_min: float | None = None,
+                 alpha_anti: float = 2.0, alpha_fit_min: float | None = 3.0,
                  min_traps: int = 2, anti_rule: str = "either", norm_ratio: float | None = 1.5,
-                 gate_base: str = "first",
+                 gate_base: str = "fit",
                  patience: int = 1, use_train_acc: bool = True, train_threshold: float = 0.99,
                  layers: str | Sequence[str] = "auto", min_layer_dim: int = 50,
                  alpha_scale: float = 0.25) -> None:
@@ -423,7 +429,7 @@ class PhaseClassifier:
             when the onset series or this says so); ``"layer_signature"`` (L, n) bool: the
             layer shows the over-fitting signature (``anti_rule`` on ``alpha_anti`` and
             ``min_traps``), whatever its norm; ``"layer_norm_ratio"`` (L, n): its norm over
-            its first norm; ``"layer_gate"`` (L, n) bool: it passes the norm gate;
+            its reference norm (``gate_base``); ``"layer_gate"`` (L, n) bool: it passes the norm gate;
             ``"anti_grokking"`` (n,) bool: fitted and some layer has both. A signature held
             back by the gate (e.g. under weight decay) shows as signature True, gate False.
             (:func:`~htsr_diag.phases.rules.explain` gives the same in step order.)

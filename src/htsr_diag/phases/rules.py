@@ -248,6 +248,9 @@ def explain(table: Mapping[str, np.ndarray], rules: Mapping[str, Any],
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = norm / gate_reference(norm, parts["fitted"], rules.get("gate_base", "first"))[:, None]
         onset_ratio = onset / onset_base(onset, parts["fitted"])
+    if rules.get("gate_base", "first") == "fit":   # the reference is not known before the first fitted checkpoint
+        hit = np.flatnonzero(parts["fitted"])
+        ratio[:, : (int(hit[0]) if hit.size else ratio.shape[1])] = np.nan
     anti = parts["fitted"] & (parts["layer_signature"] & parts["layer_gate"]).any(axis=0)
     shrink = rules["shrink_ratio"]
     layer_shrink = norm_shrink(norm, parts["fitted"])
