@@ -224,8 +224,9 @@ def _cmd_phases(args: argparse.Namespace) -> int:
         held = [name for j, name in enumerate(ev["layers"]) if held_back[j, -1]]
         if held:
             _out(f"note: at the last checkpoint {', '.join(held)} show the over-fitting signature (alpha < "
-                 f"{clf.alpha_anti:g} or >= {clf.min_traps} traps) below the norm gate ({clf.norm_ratio:g}x the "
-                 f"first norm), which is not labelled anti-grokking. In the measured weight-decay-0.01 runs it came "
+                 f"{clf.alpha_anti:g} or >= {clf.min_traps} traps) below the norm gate ({clf.norm_ratio:g}x "
+                 f"{'the norm at the fit' if clf.gate_base == 'fit' else 'the first norm'}), which is not labelled "
+                 f"anti-grokking. In the measured weight-decay-0.01 runs it came "
                  f"with test-accuracy declines of 2-6 points (docs/phases.md).")
     if args.plot is not None:
         from .plot import plot_phases, use_agg

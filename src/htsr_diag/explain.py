@@ -46,7 +46,7 @@ class LabelExplanation:
         The accuracy label ("" when there is none).
     layers : str
         Per analysed layer: alpha, trap count and the norm ratio the norm gate reads,
-        e.g. ``"fc1: alpha 1.88, 3 traps, norm 1.85x its first norm"``.
+        e.g. ``"fc1: alpha 1.88, 3 traps, norm 1.85x its norm at the fit"``.
     rule : str
         The rule that set the label, in words.
     differs : str

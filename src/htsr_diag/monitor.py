@@ -408,7 +408,8 @@ class Monitor:
         self.gated_signature_step = step
         names = self.classifier.analysed_layers(
             Trajectory(steps=np.zeros(1, dtype=np.int64), reports=[report], metrics={}, baselines={}))
-        which = ", ".join(f"'{names[j] if j < len(names) else j}' ({ev['layer_norm_ratio'][j, -1]:.2f}x its first norm)"
+        which = ", ".join(f"'{names[j] if j < len(names) else j}' ({ev['layer_norm_ratio'][j, -1]:.2f}x its "
+                          f"{'norm at the fit' if self.classifier.rules().get('gate_base') == 'fit' else 'first norm'})"
                           for j in np.flatnonzero(held))
         logger.info("step %d: %s show(s) the over-fitting signature below the norm gate (%gx); not an alarm. "
                     "Under weight decay this came with test-accuracy declines of 2-6 points in the measured "
