@@ -2,7 +2,8 @@
 
 Per-layer power-law exponents (alpha), correlation traps of the shuffled weights,
 a KS test against Marchenko-Pastur, baseline metrics, and grokking / anti-grokking
-phase labels for sequences of checkpoints.
+phase labels for sequences of checkpoints; the spectral signature of a loss curve and the
+Liu et al. run-level phase from accuracy curves.
 """
 
 from __future__ import annotations
@@ -42,7 +43,19 @@ from .mp import (
 )
 from .powerlaw import PowerLawFit, layer_alpha
 from .report import RunReport, RunSummary, write_report
-from .phases import ANTI, GROK, PHASES, PRE, UNKNOWN, PhaseClassifier, phase_agreement, phases_from_accuracy
+from .phases import (
+    ANTI,
+    GROK,
+    LIU_PHASES,
+    PHASES,
+    PRE,
+    UNKNOWN,
+    PhaseClassifier,
+    liu_phase,
+    phase_agreement,
+    phases_from_accuracy,
+)
+from .signature import LossSignature, loss_signature
 from .spectrum import esd, esd_many, rank_floor
 from .checkpoints import find_checkpoints, step_from_name
 from .trajectory import Trajectory, analyze_checkpoints
@@ -65,6 +78,10 @@ __all__ = [
     "Trajectory",
     "phases_from_accuracy",
     "phase_agreement",
+    "liu_phase",
+    "LIU_PHASES",
+    "loss_signature",
+    "LossSignature",
     "PhaseClassifier",
     "PRE",
     "GROK",

@@ -12,7 +12,8 @@ Modules:
   checkpoint with no finite feature, which is not a phase);
 - :mod:`.reference`: :func:`phases_from_accuracy`, the reference labels from the accuracy
   curves (test data needed; used to evaluate and calibrate, never as input), and
-  :func:`phase_agreement`;
+  :func:`phase_agreement`, and :func:`liu_phase`, the run-level phase of Liu et al. (2022)
+  (:data:`LIU_PHASES`: comprehension, grokking, memorization, confusion);
 - :mod:`.features`: the feature table the rules read (from a Trajectory or mappings);
 - :mod:`.rules`: the rules as pure functions over a feature table and a rules dict;
 - :mod:`.estimator`: :class:`PhaseClassifier`, which applies them;
@@ -27,7 +28,7 @@ from . import features, fitting, labels, reference, rules
 from .estimator import PhaseClassifier
 from .features import FEATURES, LAYER_FEATURES
 from .labels import ANTI, GROK, PHASES, PRE, UNKNOWN
-from .reference import phase_agreement, phases_from_accuracy
+from .reference import LIU_PHASES, liu_phase, phase_agreement, phases_from_accuracy
 
 __all__ = [
     "PRE",
@@ -38,4 +39,6 @@ __all__ = [
     "phases_from_accuracy",
     "PhaseClassifier",
     "phase_agreement",
+    "liu_phase",
+    "LIU_PHASES",
 ]
