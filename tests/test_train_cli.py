@@ -6,18 +6,12 @@ import argparse
 import json
 
 import pytest
-import torch
 
 from htsr_diag.train import PRESETS, TrainConfig, list_checkpoints, read_metrics
 from htsr_diag.train import cli
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _parse(argv):

@@ -38,12 +38,7 @@ LIU = PRESETS["liu-toy"].replace(preset="test", modulus=9, d_model=8, hidden=(16
                                  weight_decay=0.05, decoder_lr=1e-3, decoder_weight_decay=0.5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class _Kill(RuntimeError):

@@ -32,13 +32,7 @@ SMALL = PRESETS["paper"].replace(preset="test", hidden=(32, 32), n_train_per_cla
                                  device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test models are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _final(run):

@@ -34,6 +34,18 @@ CONFUSION = "confusion"
 LIU_PHASES: tuple[str, str, str, str] = (COMPREHENSION, LIU_GROKKING, MEMORIZATION, CONFUSION)
 
 
+def _accuracy_curves(steps: Any, train_acc: Any, test_acc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (steps, train_acc, test_acc): equal lengths, accuracies as fractions in [0, 1]."""
+    s = check_steps(steps)
+    tr = curve(train_acc, "train_acc", s.size)
+    te = curve(test_acc, "test_acc", s.size)
+    for name, a in (("train_acc", tr), ("test_acc", te)):
+        if a.min() < 0 or a.max() > 1:
+            raise ValueError(f"{name} must be fractions in [0, 1]; got range [{a.min():g}, {a.max():g}]. "
+                             f"Divide percentages by 100.")
+    return s, tr, te
+
+
 def phases_from_accuracy(steps: Any, train_acc: Any, test_acc: Any, *,
                          train_threshold: float = 0.99, rise_fraction: float = 0.2,
                          min_rise: float = 0.05, drop: float = 0.05) -> np.ndarray:
@@ -81,14 +93,8 @@ def phases_from_accuracy(steps: Any, train_acc: Any, test_acc: Any, *,
     >>> phases_from_accuracy([1, 10, 100, 1000], [0.5, 1, 1, 1], [0.1, 0.2, 0.9, 0.6]).tolist()
     ['pre-grokking', 'pre-grokking', 'grokking', 'anti-grokking']
     """
-    s = check_steps(steps)
+    s, tr, te = _accuracy_curves(steps, train_acc, test_acc)
     n = s.size
-    tr = curve(train_acc, "train_acc", n)
-    te = curve(test_acc, "test_acc", n)
-    for name, a in (("train_acc", tr), ("test_acc", te)):
-        if a.min() < 0 or a.max() > 1:
-            raise ValueError(f"{name} must be fractions in [0, 1]; got range [{a.min():g}, {a.max():g}]. "
-                             f"Divide percentages by 100.")
     train_threshold = check_fraction(train_threshold, "train_threshold")
     rise_fraction = check_fraction(rise_fraction, "rise_fraction")
     min_rise = check_fraction(min_rise, "min_rise", open_low=False)
@@ -187,14 +193,7 @@ def liu_phase(steps: Any, train_acc: Any, test_acc: Any, *, threshold: float = 0
     >>> liu_phase([0, 500, 1000, 5000], [0.1, 0.95, 1.0, 1.0], [0.1, 0.3, 0.4, 0.95], budget=1000)
     'memorization'
     """
-    s = check_steps(steps)
-    n = s.size
-    tr = curve(train_acc, "train_acc", n)
-    te = curve(test_acc, "test_acc", n)
-    for name, a in (("train_acc", tr), ("test_acc", te)):
-        if a.min() < 0 or a.max() > 1:
-            raise ValueError(f"{name} must be fractions in [0, 1]; got range [{a.min():g}, {a.max():g}]. "
-                             f"Divide percentages by 100.")
+    s, tr, te = _accuracy_curves(steps, train_acc, test_acc)
     threshold = check_fraction(threshold, "threshold")
     if isinstance(gap, bool) or not isinstance(gap, numbers.Real):
         raise TypeError(f"gap must be a number of steps (real, >= 0); got {gap!r}.")

@@ -53,7 +53,6 @@ class ModuleEngine:
         shapes = [tuple(p.shape) for _, p in models[0].named_parameters()]
         sizes = [int(np.prod(s)) for s in shapes]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        P = int(offsets[-1])
         self.params = torch.stack([torch.cat([p.detach().reshape(-1) for p in m.parameters()])
                                    for m in models]).to(device)
         self.exp_avg = torch.zeros_like(self.params)
@@ -72,14 +71,12 @@ class ModuleEngine:
                 self.decay[r, o:o + size] = 1.0 - lr * wd   # exactly torch.optim.AdamW's factor
                 plist.append(p)
             self._params.append(plist)
-        assert self.params.shape[1] == P
         # data: per member (the split depends on the data seed)
         self.data = []
         for c in self.configs:
             d = task_data(c)
             self.data.append(tuple(torch.as_tensor(a, device=device) for a in
                                    (d.train_x, d.train_y, d.test_x, d.test_y)))
-        self.n = min(int(d[1].shape[0]) for d in self.data)
         self.full_batch = self.B >= max(int(d[1].shape[0]) for d in self.data)
         self.step = 0
         self.k = 0
@@ -91,23 +88,13 @@ class ModuleEngine:
         """Per step, one index tensor (R, B) into each member's training set; None = full batch.
 
         Mini-batches (``batch_size`` below the training-set size) follow the MLP engine's
-        scheme: member r's stream is the concatenation of seeded per-epoch permutations.
+        scheme (:func:`~htsr_diag.train.trainer.batch_stream`).
         """
         if self.full_batch:
             return [None] * count
-        out = []
-        for c, d in zip(self.configs, self.data):
-            n = int(d[1].shape[0])
-            lo, hi = start * self.B, (start + count) * self.B
-            e0, e1 = lo // n, (hi - 1) // n
-            perms = []
-            for e in range(e0, e1 + 1):
-                s = int(np.random.SeedSequence([c.seed, e, 0x5EED]).generate_state(1, np.uint64)[0] >> 1)
-                self._gen.manual_seed(s)
-                perms.append(torch.randperm(n, generator=self._gen))
-            stream = torch.cat(perms)[lo - e0 * n: hi - e0 * n].view(count, self.B)
-            out.append(stream)
-        return torch.stack(out, dim=1).to(self.device)
+        from .trainer import batch_stream  # local: trainer imports this module lazily
+        return torch.stack([batch_stream(c.seed, int(d[1].shape[0]), self.B, start, count, self._gen)
+                            for c, d in zip(self.configs, self.data)], dim=1).to(self.device)
 
     # ------------------------------------------------------------------ one step
     def _step(self, idx) -> None:

@@ -164,29 +164,45 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Load a trainer checkpoint (safetensors) as a state dict for :class:`MLP`.
+    """Load a trainer checkpoint (safetensors) as a state dict: the MLP's names (checked), or a
+    task family's own (metadata ``format`` ``htsr_diag.modular`` / ``htsr_diag.liu_toy``).
 
     Raises ``htsr_diag.CheckpointError`` for a missing, truncated or foreign file.
     """
     from ..exceptions import CheckpointError
-    st = _require_safetensors()
-    try:
-        sd = st.load_file(str(path), device=str(device))
+    _require_safetensors()
+    from safetensors import safe_open
+    try:  # one open: the metadata and the tensors
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            fmt = (f.metadata() or {}).get("format", "htsr_diag.mlp")
+            sd = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}. The file is missing or truncated; "
                               f"delete it (a resumed run rewrites it).") from exc
-    try:
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            fmt = (f.metadata() or {}).get("format", "htsr_diag.mlp")
-    except Exception:  # pragma: no cover - load_file succeeded above
-        fmt = "htsr_diag.mlp"
     if fmt != "htsr_diag.mlp":
-        return sd  # a task-family checkpoint (htsr_diag.modular, htsr_diag.liu_toy): its own names
+        return sd
     missing = [n for n in PARAM_NAMES if n not in sd]
     if missing:
         raise CheckpointError(f"{path} is not an htsr_diag MLP checkpoint: missing {missing}.")
     return sd
+
+
+def batch_stream(seed: int, n: int, batch_size: int, start: int, count: int, gen: torch.Generator,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Mini-batch indices (count, batch_size) into a training set of ``n`` for steps start+1..start+count.
+
+    The stream of a seed is the concatenation of seeded per-epoch permutations (epoch ``e``:
+    ``torch.randperm(n)`` from ``SeedSequence([seed, e, 0x5EED])``); step k (0-based) takes
+    positions k*B .. k*B+B-1 of it, so a batch may straddle two epochs and a resumed run
+    continues the same stream. ``gen`` is a generator on ``device`` (reseeded here).
+    """
+    lo, hi = start * batch_size, (start + count) * batch_size
+    e0, e1 = lo // n, (hi - 1) // n
+    perms = []
+    for e in range(e0, e1 + 1):
+        gen.manual_seed(int(np.random.SeedSequence([seed, e, 0x5EED]).generate_state(1, np.uint64)[0] >> 1))
+        perms.append(torch.randperm(n, generator=gen, device=device))
+    return torch.cat(perms)[lo - e0 * n: hi - e0 * n].view(count, batch_size)
 
 
 # --------------------------------------------------------------------------- batched model
@@ -308,24 +324,11 @@ class _Engine:
         self.step_fn: Callable[[torch.Tensor], None] = self._step
 
     # -------------------------------------------------------------- batches
-    def _epoch_perm(self, seed: int, epoch: int) -> torch.Tensor:
-        s = int(np.random.SeedSequence([seed, epoch, 0x5EED]).generate_state(1, np.uint64)[0] >> 1)
-        self._gen.manual_seed(s)
-        return torch.randperm(self.n, generator=self._gen, device=self.device)
-
     def batch_indices(self, start: int, count: int) -> torch.Tensor:
-        """Indices (count, R, B) into each member's training set for steps start+1..start+count.
-
-        Member r's stream is the concatenation of seeded per-epoch permutations; step k (0-based)
-        takes positions k*B .. k*B+B-1 of it (a batch may straddle two epochs).
-        """
-        lo, hi = start * self.B, (start + count) * self.B
-        e0, e1 = lo // self.n, (hi - 1) // self.n
-        per_member = []
-        for c in self.configs:
-            stream = torch.cat([self._epoch_perm(c.seed, e) for e in range(e0, e1 + 1)])
-            per_member.append(stream[lo - e0 * self.n: hi - e0 * self.n].view(count, self.B))
-        return torch.stack(per_member, dim=1)
+        """Indices (count, R, B) into each member's training set for steps start+1..start+count
+        (:func:`batch_stream` per member)."""
+        return torch.stack([batch_stream(c.seed, self.n, self.B, start, count, self._gen, self.device)
+                            for c in self.configs], dim=1)
 
     # -------------------------------------------------------------- one step
     def _step(self, idx: torch.Tensor) -> None:
