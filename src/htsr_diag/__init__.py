@@ -56,6 +56,7 @@ from .phases import (
     phases_from_accuracy,
 )
 from .signature import LossSignature, loss_signature
+from .sweep import SweepResult, sweep
 from .spectrum import esd, esd_many, rank_floor
 from .checkpoints import find_checkpoints, step_from_name
 from .trajectory import Trajectory, analyze_checkpoints
@@ -81,6 +82,8 @@ __all__ = [
     "liu_phase",
     "LIU_PHASES",
     "loss_signature",
+    "sweep",
+    "SweepResult",
     "LossSignature",
     "PhaseClassifier",
     "PRE",

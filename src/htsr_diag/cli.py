@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder written by `htsr-diag train`, any folder of checkpoints, or a quoted glob")
     p.add_argument("--out", default=None, help="report folder (default CHECKPOINTS/report)")
     p.add_argument("--no-baselines", action="store_true", help="skip the four baseline metrics")
-    p.add_argument("--workers", type=int, default=1, help="processes analysing checkpoints (default 1)")
+    p.add_argument("--workers", type=_positive_steps, default=1, help="processes analysing checkpoints (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
     _checkpoint_options(p)
     p.set_defaults(func=_cmd_report)
@@ -378,9 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training device (default: the preset's)")
     p.add_argument("--checkpoints-per-decade", type=_positive_steps, default=None, metavar="K",
                    help="override the preset's log-spaced checkpoint density")
-    p.add_argument("--workers", type=int, default=1, help="processes analysing checkpoints (default 1)")
+    p.add_argument("--workers", type=_positive_steps, default=1, help="processes analysing checkpoints (default 1)")
     p.add_argument("--seed", type=int, default=0, help="training seed and seed of the shuffles (default 0)")
     p.set_defaults(func=_cmd_demo)
+
+    from ._sweep_cli import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
 
     try:
         from .train.cli import add_parser as add_train_parser
