@@ -12,6 +12,14 @@ Medians over ``--repeats`` runs. Writes a markdown section to
 ``benchmarks/results/monitor.md``.
 
     .venv/bin/python benchmarks/bench_monitor.py [--steps 2000] [--repeats 3] [--device cpu] [--threads 1]
+
+``--history N`` measures instead the Monitor's own bookkeeping per analysed step (feature
+extraction, phase label, confidence, the gated-signature check) once ``N`` records are held:
+the analysis itself is replaced by a fixed precomputed report (``htsr_diag.analyze.analyze``
+patched), so the time is what the Monitor adds on top of the analysis, and how it grows with
+the length of the run. Writes ``benchmarks/results/monitor_history.md``.
+
+    .venv/bin/python benchmarks/bench_monitor.py --history 1000 [--repeats 5]
 """
 
 from __future__ import annotations
@@ -62,6 +70,60 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _history_cost(n_records: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds per ``monitor.step`` at the first 20 and the last 20 of ``n_records`` analysed steps.
+
+    The analysis is patched to return one precomputed report, so only the Monitor's own work
+    (features, label, confidence, gated-signature check) is timed.
+    """
+    from unittest import mock
+
+    from htsr_diag import analyze
+
+    model = _model("cpu")
+    report = analyze(model, rng=0, ks=False)
+    first, last = [], []
+    for _ in range(repeats):
+        mon = Monitor(model, schedule=1)
+        times = []
+        with mock.patch("htsr_diag.analyze.analyze", return_value=report):
+            for step in range(n_records):
+                t0 = time.perf_counter()
+                mon.step(step, train_acc=0.5)
+                times.append(time.perf_counter() - t0)
+        first.append(statistics.median(times[:20]))
+        last.append(statistics.median(times[-20:]))
+    return first, last
+
+
+def _main_history(args: argparse.Namespace) -> None:
+    first, last = _history_cost(args.history, args.repeats)
+    cmd = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    f, la = statistics.median(first), statistics.median(last)
+    lines = [
+        "## Monitor bookkeeping per analysed step vs the length of the run",
+        "",
+        f"Study MLP 784-200-200-10; the analysis is replaced by one precomputed report, so the time is the "
+        f"Monitor's own work per analysed step (features, phase label, confidence, gated-signature check). "
+        f"{args.history} analysed steps (schedule=1), train_acc 0.5; medians over {args.repeats} runs of the "
+        f"median of 20 steps. CPU, torch threads {torch.get_num_threads()}; load average at the end "
+        f"{os.getloadavg()[0]:.1f} (a shared machine).",
+        "",
+        "| measurement | value |",
+        "|---|---|",
+        f"| per step, records 1-20 | {f * 1e3:.2f} ms |",
+        f"| per step, records {args.history - 19}-{args.history} | {la * 1e3:.2f} ms |",
+        f"| last / first | {la / f:.1f}x |",
+        "",
+        f"Reproduce: `{cmd}`",
+        "",
+    ]
+    out = Path(args.out_history)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    sys.stdout.write("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2000)
@@ -70,10 +132,16 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "monitor.md"))
+    ap.add_argument("--history", type=int, default=None,
+                    help="measure the Monitor's own per-step cost once this many records are held")
+    ap.add_argument("--out-history", default=str(Path(__file__).parent / "results" / "monitor_history.md"))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.history is not None:
+        _main_history(args)
+        return
 
     # warm-up: one-off costs (imports, Tracy-Widom quantile tables) are not per-step costs
     Monitor(_model(args.device), schedule=[0]).step(0)

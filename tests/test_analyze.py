@@ -224,10 +224,10 @@ def test_failing_layer_gives_a_row_not_a_failed_report(monkeypatch):
 
     real = traps.randomized_analysis
 
-    def flaky(W, *, rng=None, center=False):
+    def flaky(W, *, rng=None, center_traps=True):
         if W.shape[0] == 10:
             raise np.linalg.LinAlgError("did not converge")
-        return real(W, rng=rng, center=center)
+        return real(W, rng=rng, center_traps=center_traps)
 
     monkeypatch.setattr(traps, "randomized_analysis", flaky)
     with pytest.warns(HTSRWarning, match="layer 'fc3'.*failed: LinAlgError: did not converge"):
@@ -330,8 +330,9 @@ def test_center_traps_removes_the_mean_outlier():
     # a "trap" that is no correlation at all. Centring removes it; a planted large entry stays.
     rng = np.random.default_rng(3)
     W = rng.standard_normal((200, 784)) + 0.1
-    raw = analyze(W, rng=0)
+    raw = analyze(W, rng=0, center_traps=False)
     centred = analyze(W, rng=0, center_traps=True)
+    assert analyze(W) == centred  # centred traps and rng=0 are the defaults
     assert raw.layers[0].n_traps >= 1 and centred.layers[0].n_traps == 0
     assert raw.center_traps is False and centred.center_traps is True
     assert centred.layers[0].alpha == raw.layers[0].alpha  # alpha is of W itself, never centred
@@ -341,3 +342,5 @@ def test_center_traps_removes_the_mean_outlier():
     assert analyze(planted, rng=0, center_traps=True).layers[0].n_traps >= 1
     with pytest.raises(TypeError, match="center_traps must be True or False"):
         analyze(W, center_traps="yes")
+    with pytest.warns(FutureWarning, match=r"analyze\(\): center= is renamed center_traps="):
+        assert analyze(W, rng=0, center=False) == raw

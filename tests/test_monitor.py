@@ -209,7 +209,9 @@ def test_monitor_on_a_cuda_model():
     ({"on_phase_change": 3}, TypeError, "on_phase_change must be callable"),
     ({"classifier": object()}, TypeError, "classifier must be a PhaseClassifier"),
     ({"randomize": "yes"}, TypeError, "randomize must be True or False"),
-    ({"rng": -1}, TypeError, "rng must be None, a non-negative int seed"),
+    ({"rng": -1}, ValueError, "rng must be a non-negative seed; got -1"),
+    ({"rng": 1.5}, TypeError, "rng must be None, a non-negative int seed or a numpy Generator"),
+    ({"center_traps": "yes"}, TypeError, "center_traps must be True or False"),
 ])
 def test_constructor_errors(kwargs, exc, match):
     with pytest.raises(exc, match=match):

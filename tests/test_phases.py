@@ -258,11 +258,15 @@ def test_estimator_contract():
 
 
 @pytest.mark.parametrize(("params", "exc", "match"), [
-    ({"alpha_grok": -1.0}, ValueError, "alpha_grok must be a positive"),
+    ({"alpha_grok": -1.0}, ValueError, r"alpha_grok must be None or a real number > 0; got -1.0. None uses"),
     ({"alpha_grok": 2.0, "alpha_anti": 3.0}, ValueError, "alpha_anti must not exceed alpha_grok"),
     ({"anti_rule": "any"}, ValueError, "anti_rule must be one of"),
-    ({"patience": 0}, ValueError, "patience must be an integer >= 1"),
-    ({"min_traps": 1.5}, TypeError, "min_traps must be an integer"),
+    ({"patience": 0}, ValueError, "patience must be an int >= 1; got 0"),
+    ({"min_traps": 1.5}, TypeError, "min_traps must be an int >= 1; got 1.5"),
+    ({"train_threshold": 99.0}, ValueError, r"train_threshold must be a real number in \(0, 1\]; got 99.0. A training"),
+    ({"use_train_acc": 1}, TypeError, "use_train_acc must be True or False; got 1"),
+    ({"layers": ["fc1", 2]}, ValueError, "layers must be 'auto' or a non-empty list of layer names"),
+    ({"layers": 3}, TypeError, "layers must be 'auto' or a non-empty list of layer names; got 3"),
     ({"causal": "yes"}, TypeError, "causal must be True or False"),
     ({"layers": "fc1"}, ValueError, "layers must be 'auto' or a non-empty list"),
 ])
@@ -412,9 +416,10 @@ def test_per_layer_history_for_predict_step():
         PhaseClassifier().predict({**_layered([[3.0, 2.0]], [[0, 0]], [[1, 1]]), "layer_norm": np.ones((2, 2))})
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), True, "1"])
-def test_bad_norm_ratio(bad):
-    with pytest.raises(ValueError, match="norm_ratio must be None"):
+@pytest.mark.parametrize(("bad", "exc"), [(0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),
+                                          (True, TypeError), ("1", TypeError)])
+def test_bad_norm_ratio(bad, exc):
+    with pytest.raises(exc, match="norm_ratio must be None"):
         PhaseClassifier(norm_ratio=bad).predict(_table([3.0], [0]))
 
 
@@ -514,7 +519,7 @@ def test_relative_onset_is_scale_free_and_fit_recovers_the_ratio():
     assert rel.train_agreement_ == 1.0 and 0.6 < rel.thresholds_["grok_ratio"] <= 0.71
     ab = PhaseClassifier(alpha_grok=3.0).fit(runs, labels, params=["alpha_grok"])
     assert ab.train_agreement_ < 1.0
-    with pytest.raises(ValueError, match=r"grok_ratio must be None \(the onset's calibrated default\) or in"):
+    with pytest.raises(ValueError, match=r"grok_ratio must be None or a real number in \(0, 1\]; got .*None takes the onset's calibrated ratio"):
         PhaseClassifier(grok_ratio=1.5).predict(runs[0])
 
 
@@ -619,9 +624,10 @@ def test_norm_onset_fires_when_every_layer_has_shrunk():
     assert PhaseClassifier(shrink_ratio=None).fit([table], [lab], params=["grok_ratio"]).train_agreement_ < 1.0
 
 
-@pytest.mark.parametrize("bad", [1.0, 0.0, -0.5, 1.2, True, "0.85", float("nan")])
-def test_shrink_ratio_must_be_a_fraction(bad):
-    with pytest.raises(ValueError, match=r"shrink_ratio must be None \(no norm onset\) or in \(0, 1\)"):
+@pytest.mark.parametrize(("bad", "exc"), [(1.0, ValueError), (0.0, ValueError), (-0.5, ValueError), (1.2, ValueError),
+                                          (True, TypeError), ("0.85", TypeError), (float("nan"), ValueError)])
+def test_shrink_ratio_must_be_a_fraction(bad, exc):
+    with pytest.raises(exc, match=r"shrink_ratio must be None or a real number in \(0, 1\); got .*None switches the norm onset off"):
         PhaseClassifier(shrink_ratio=bad).predict(_table([3.0], [0]))
 
 

@@ -193,5 +193,5 @@ def test_alpha_fit_min_ignores_layers_heavy_tailed_at_the_fit():
 
 
 def test_alpha_fit_min_is_validated():
-    with pytest.raises(ValueError, match="alpha_fit_min must be None .* or a positive finite alpha"):
+    with pytest.raises(ValueError, match="alpha_fit_min must be None or a real number > 0; got .* a value is an alpha such as 3.0"):
         PhaseClassifier(alpha_fit_min=-1.0).predict(_two_layers([3.0] * 6, [3.0] * 6))

@@ -100,7 +100,7 @@ def test_planted_entries_are_flagged_and_reported(shape):
 def test_reported_entries_are_sorted_with_their_values():
     W, flat = _planted((200, 784), 1, k=5)
     W.flat[flat[0]] *= 1.5  # the largest
-    r = correlation_traps(W, rng=0, max_entries=2)
+    r = correlation_traps(W, rng=0, max_entries=2, center_traps=False)  # values of W itself, not of W - mean
     assert r.n_large_entries == 5 and r.large_entry_index.shape == (2, 2)
     assert tuple(r.large_entry_index[0]) == np.unravel_index(flat[0], W.shape)
     np.testing.assert_array_equal(r.large_entry_values, W[tuple(r.large_entry_index.T)])
@@ -211,7 +211,9 @@ def test_float32_spectrum_agrees_with_float64():
 def test_shuffle_keeps_the_entries():
     W = np.random.default_rng(0).standard_normal((30, 20))
     # the Frobenius norm (sum of eigenvalues) survives any permutation of the entries
-    assert randomized_esd(W, rng=0, n_shuffles=3).sum() == pytest.approx(3 * (W**2).sum(), rel=1e-10)
+    # uncentred: the shuffle permutes W's own entries (centring would subtract the mean first)
+    assert randomized_esd(W, rng=0, n_shuffles=3, center_traps=False).sum() == pytest.approx(3 * (W**2).sum(),
+                                                                                          rel=1e-10)
 
 
 def test_default_shuffles_pool_small_layers():
@@ -244,9 +246,32 @@ def test_conv_kernel_per_slice_shuffle_and_entry_positions():
 def test_nonzero_mean_is_a_trap_unless_centered():
     # a mean offset is a rank-one spike that shuffling keeps (module docstring)
     W = np.random.default_rng(0).uniform(0.0, 1.0, (200, 200))
-    assert correlation_traps(W, rng=0).n_traps == 1
-    r = correlation_traps(W, rng=0, center=True)
+    assert correlation_traps(W, rng=0, center_traps=False).n_traps == 1
+    r = correlation_traps(W, rng=0, center_traps=True)
     assert r.n_traps == 0 and r.centered
+    # centred is the default (one default for every entry point, docs/quantities.md)
+    assert correlation_traps(W).n_traps == 0 and correlation_traps(W).centered
+
+
+def test_center_is_the_old_name_of_center_traps():
+    W = np.random.default_rng(0).uniform(0.0, 1.0, (200, 200))
+    for fn in (correlation_traps, randomized_analysis, ks_trap_test, randomized_esd):
+        with pytest.warns(FutureWarning, match=r"center= is renamed center_traps="):
+            old = fn(W, rng=0, center=False)
+        new = fn(W, rng=0, center_traps=False)
+        if isinstance(old, np.ndarray):
+            np.testing.assert_array_equal(old, new)
+        else:
+            assert repr(old) == repr(new)
+    with pytest.raises(TypeError, match=r"got both center=True and center_traps=False"):
+        correlation_traps(W, center=True, center_traps=False)
+
+
+def test_default_seed_is_zero():
+    # rng=0 by default, as in every entry point: two calls agree; rng=None is fresh entropy
+    W = np.random.default_rng(1).standard_normal((60, 90))
+    np.testing.assert_array_equal(randomized_esd(W), randomized_esd(W, rng=0))
+    assert not np.array_equal(randomized_esd(W, rng=None), randomized_esd(W, rng=None))
 
 
 def test_to_dict_is_json_safe():
@@ -267,17 +292,17 @@ def test_to_dict_is_json_safe():
 ])
 def test_degenerate_matrices_give_nan_and_warning(W, status):
     with pytest.warns(DegenerateSpectrumWarning, match=status):
-        r = correlation_traps(W, rng=0)
+        r = correlation_traps(W, rng=0, center_traps=False)
     assert status in r.status and math.isnan(r.n_traps) and math.isnan(r.sigma) and math.isnan(r.threshold)
     with pytest.warns(DegenerateSpectrumWarning):
-        k = ks_trap_test(W, rng=0)
+        k = ks_trap_test(W, rng=0, center_traps=False)
     assert math.isnan(k.pvalue) and math.isnan(k.statistic) and status in k.status
     json.dumps(r.to_dict())
 
 
 def test_constant_matrix_centered_is_the_zero_matrix():
     with pytest.warns(DegenerateSpectrumWarning, match="all-zero matrix"):
-        r, k = randomized_analysis(np.full((40, 60), 2.0), rng=0, center=True)
+        r, k = randomized_analysis(np.full((40, 60), 2.0), rng=0, center_traps=True)
     assert r.status == k.status == "all-zero matrix"
 
 
@@ -299,10 +324,10 @@ GOOD = np.random.default_rng(0).standard_normal((20, 30))
     (lambda: correlation_traps(GOOD, rng="a"), TypeError, r"rng must be None, an int seed or a numpy.random.Generator"),
     (lambda: correlation_traps(GOOD, n_shuffles=0), ValueError, r"n_shuffles must be an integer >= 1; got 0"),
     (lambda: correlation_traps(GOOD, n_shuffles=2.5), TypeError, r"n_shuffles must be an integer"),
-    (lambda: correlation_traps(GOOD, false_alarm=0.7), ValueError, r"false_alarm must lie in \[1e-10, 0.5\]"),
-    (lambda: correlation_traps(GOOD, false_alarm="x"), TypeError, r"false_alarm must be a float probability"),
+    (lambda: correlation_traps(GOOD, false_alarm=0.7), ValueError, r"false_alarm must be in \[1e-10, 0.5\]; got 0.7. It is the designed probability"),
+    (lambda: correlation_traps(GOOD, false_alarm="x"), TypeError, r"false_alarm must be a real number; got 'x' \(str\)"),
     (lambda: correlation_traps(GOOD, max_entries=-1), ValueError, r"max_entries must be an integer >= 0"),
-    (lambda: correlation_traps(GOOD, center="yes"), TypeError, r"center must be True or False"),
+    (lambda: correlation_traps(GOOD, center_traps="yes"), TypeError, r"center_traps must be True or False"),
     (lambda: ks_trap_test(GOOD, sigma=-1.0), ValueError, r"sigma must be a finite number > 0"),
     (lambda: randomized_analysis(GOOD, ks_sigma=0.0), ValueError, r"sigma must be a finite number > 0"),
     (lambda: randomized_esd(np.ones((1, 5))), ValueError, r"at least 2 rows and 2 columns"),
@@ -335,7 +360,7 @@ def test_agrees_with_weightwatcher_on_a_clear_case():
         warnings.simplefilter("ignore")
         df = ww.WeightWatcher(model=torch.nn.Sequential(lin)).analyze(randomize=True)
     row = df.iloc[0]
-    ours = correlation_traps(lin.weight, rng=0)
+    ours = correlation_traps(lin.weight, rng=0, center_traps=False)  # WeightWatcher does not centre
     assert row["rand_num_spikes"] == row["num_traps"] >= 1 and ours.n_traps >= 1
     assert abs(int(row["num_traps"]) - ours.n_traps) <= 1  # both 3 here
     # same eigenvalue convention: its largest shuffled eigenvalue is within 10% of ours
@@ -343,4 +368,5 @@ def test_agrees_with_weightwatcher_on_a_clear_case():
     # both fit the bulk's sigma in mean-1 units (WW: KDE grid; here: robust fit)
     assert ours.sigma == pytest.approx(row["rand_sigma_mp"], rel=0.05)
     # and the shuffle keeps the Frobenius norm that the esd of W has (float32 arithmetic here)
-    assert np.sum(randomized_esd(lin.weight, rng=0)) == pytest.approx(esd(lin.weight).sum(), rel=1e-6)
+    assert np.sum(randomized_esd(lin.weight, rng=0, center_traps=False)) == pytest.approx(esd(lin.weight).sum(),
+                                                                                          rel=1e-6)

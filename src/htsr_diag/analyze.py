@@ -18,20 +18,18 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import json
 import logging
 import math
-import os
 import warnings
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ._progress import Progress
-from ._validation import check_rng, is_tensor
+from ._results import Result
+from ._seeding import layer_rng, model_entropy
+from ._validation import UNSET, check_bool, is_tensor, renamed
 from .exceptions import DegenerateSpectrumWarning, HTSRWarning, SmallSpectrumWarning
 from .layers import LayerMatrix, LayerSet, SkippedParam, find_layers
 from .spectrum import esd_many
@@ -52,15 +50,8 @@ CPU_BATCH_ELEMENTS = 2**22
 _NAN = float("nan")
 
 
-def _num(x: Any) -> Any:
-    """numpy scalar -> Python scalar (JSON-safe); NaN kept."""
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
 @dataclass(frozen=True)
-class LayerReport:
+class LayerReport(Result):
     """The analysis of one layer.
 
     Eigenvalues are those of ``W^T W`` (squared singular values, no 1/N; conv slices pooled),
@@ -139,30 +130,9 @@ class LayerReport:
     status: str = "ok"
     warning: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field (tuples as lists, NaN kept)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = [_num(x) for x in v] if isinstance(v, tuple) else _num(v)
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LayerReport":
-        """Inverse of :meth:`to_dict` (unknown keys are ignored, missing ones take defaults)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        kw["shape"] = tuple(int(s) for s in kw["shape"])
-        kw["trap_eigenvalues"] = tuple(float(x) for x in kw.get("trap_eigenvalues", ()))
-        for key in ("n_traps",):
-            v = kw.get(key)
-            if isinstance(v, float) and v.is_integer():
-                kw[key] = int(v)
-        return cls(**kw)
-
 
 @dataclass(frozen=True)
-class ModelReport:
+class ModelReport(Result):
     """The analysis of a whole model: one :class:`LayerReport` per layer, and what was skipped.
 
     Attributes
@@ -178,15 +148,22 @@ class ModelReport:
     version : str
         htsr_diag version that made the report.
     center_traps : bool
-        Whether the trap counts are of the centred shuffled matrix.
+        Whether the trap counts are of the centred shuffled matrix (:func:`analyze` centres
+        by default; the field's own default, False, is what a report serialised before the
+        field existed holds: those were uncentred).
 
     Examples
     --------
-    >>> import torch.nn as nn
-    >>> report = analyze(nn.Linear(100, 50), rng=0)                # doctest: +SKIP
-    >>> ModelReport.from_json(report.to_json()) == report          # doctest: +SKIP
-    True
+    >>> import torch, torch.nn as nn
+    >>> _ = torch.manual_seed(0)
+    >>> report = analyze(nn.Linear(100, 50), rng=0)
+    >>> back = ModelReport.from_json(report.to_json())
+    >>> back.names, back.layer("").alpha == report.layer("").alpha
+    ([''], True)
     """
+
+    _format = _FORMAT
+    _json_indent = 1
 
     layers: list[LayerReport]
     skipped: list[SkippedParam]
@@ -220,43 +197,13 @@ class ModelReport:
         vals = [lr.n_traps for lr in self.layers if not (isinstance(lr.n_traps, float) and math.isnan(lr.n_traps))]
         return float(sum(vals)) if vals else _NAN
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (``format`` key identifies it for :meth:`from_dict`)."""
-        return {"format": _FORMAT, "version": self.version, "source": self.source,
-                "randomize": self.randomize, "ks": self.ks, "center_traps": self.center_traps,
-                "layers": [lr.to_dict() for lr in self.layers],
-                "skipped": [s.to_dict() for s in self.skipped]}
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelReport":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`~htsr_diag._results.Result.to_dict` (``skipped`` may be missing)."""
         if not isinstance(d, Mapping) or "layers" not in d:
             raise ValueError(f"not a ModelReport dict: expected a mapping with 'layers' (format {_FORMAT!r}); "
                              f"got {type(d).__name__} with keys {list(d)[:8] if isinstance(d, Mapping) else []}.")
-        return cls(layers=[LayerReport.from_dict(x) for x in d["layers"]],
-                   skipped=[SkippedParam.from_dict(x) for x in d.get("skipped", [])],
-                   source=str(d.get("source", "")), randomize=bool(d.get("randomize", True)),
-                   ks=bool(d.get("ks", True)), version=str(d.get("version", "")),
-                   center_traps=bool(d.get("center_traps", False)))
-
-    def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = 1) -> str:
-        """The report as JSON text (NaN written as ``NaN``); also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=indent, allow_nan=True)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> "ModelReport":
-        """Read a report written by :meth:`to_json` (JSON text or a file path)."""
-        if isinstance(text_or_path, str) and text_or_path.lstrip().startswith("{"):
-            text = text_or_path
-        else:
-            p = Path(text_or_path)
-            if not p.is_file():
-                raise ValueError(f"text_or_path must be JSON text or an existing file; {str(p)!r} is neither.")
-            text = p.read_text(encoding="utf-8")
-        return cls.from_dict(json.loads(text))
+        return super().from_dict({"skipped": [], **d})
 
     def to_frame(self):
         """A pandas DataFrame with one row per layer (every :class:`LayerReport` field)."""
@@ -270,8 +217,7 @@ class ModelReport:
 
 
 # ----------------------------------------------------------------------------- computation
-def _layer_rng(entropy: int, name: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(zlib.crc32(name.encode()),)))
+_layer_rng = layer_rng  # the per-layer stream (htsr_diag._seeding); kept under this name for streaming.py
 
 
 def _base(lm: LayerMatrix) -> dict[str, Any]:
@@ -313,7 +259,7 @@ def _check_device(device: Any) -> Any:
 
 
 def _analyze_layer(lm: LayerMatrix, W: Any, eigs: np.ndarray, randomize: bool, ks: bool,
-                   rng: np.random.Generator, center_traps: bool = False) -> LayerReport:
+                   rng: np.random.Generator, center_traps: bool = True) -> LayerReport:
     from .powerlaw import collect_small_notes, layer_alpha
 
     row = _base(lm)
@@ -334,7 +280,7 @@ def _analyze_layer(lm: LayerMatrix, W: Any, eigs: np.ndarray, randomize: bool, k
     if randomize:
         from .traps import randomized_analysis
 
-        traps, kst = randomized_analysis(W, rng=rng, center=center_traps)
+        traps, kst = randomized_analysis(W, rng=rng, center_traps=center_traps)
         n_traps = traps.n_traps
         if isinstance(n_traps, (int, np.integer)) or (isinstance(n_traps, float) and n_traps.is_integer()):
             n_traps = int(n_traps)
@@ -398,8 +344,8 @@ def _failed(lm: LayerMatrix, status: str) -> LayerReport:
 
 
 def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str | Sequence[str] | None = None,
-            device: Any = None, rng: Any = None, all_2d: bool = False,
-            progress: bool | None = None, center_traps: bool = False) -> ModelReport:
+            device: Any = None, rng: Any = 0, all_2d: bool = False,
+            progress: bool | None = None, center_traps: bool = True, center: Any = UNSET) -> ModelReport:
     """Analyse every layer of a model: alpha, norms, correlation traps and the KS test vs MP.
 
     Parameters
@@ -419,19 +365,23 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     device : None, str or torch.device
         None (default): analyse each weight where it is (a CUDA tensor on its GPU, numpy on
         the CPU). ``"cuda"``: move every weight there first; ``"cpu"``: bring them to the CPU.
-    rng : None, int or numpy.random.Generator
+    rng : None, int or numpy.random.Generator, default 0
         Seeds the shuffles. Each layer uses its own stream derived from ``rng`` and its name.
+        Default 0, as every entry point (``analyze_checkpoints``, the Monitor, the report,
+        the CLI), so the same checkpoint gives the same numbers run after run; None draws
+        fresh entropy.
     all_2d : bool, default False
         Also analyse 2-D parameters of unrecognised modules (see ``find_layers``).
     progress : bool, optional
         Progress bar on stderr. Default: on for models with 8 or more layers when stderr is
         a terminal.
-    center_traps : bool, default False
-        Subtract each layer's mean weight before shuffling (``center=True`` of
+    center_traps : bool, default True
+        Subtract each layer's mean weight before shuffling (``center_traps`` of
         :func:`~htsr_diag.traps.correlation_traps`). A non-zero mean survives shuffling and
-        makes one outlier eigenvalue of its own, which the uncentred count (the default,
-        as WeightWatcher and the study) reports as a trap. :func:`analyze_checkpoints` and
-        the phase classifier use centred traps (docs/phases.md).
+        makes one outlier eigenvalue of its own, which the uncentred count (False, as
+        WeightWatcher and the study) reports as a trap. Centred is the default of every
+        entry point, and what the phase classifier is calibrated on (docs/quantities.md).
+        ``center=`` is accepted as an old name, with a FutureWarning.
 
     Returns
     -------
@@ -453,14 +403,17 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     >>> [s.name for s in report.skipped]
     ['0.bias', '2.bias']
     """
-    for name, flag in (("randomize", randomize), ("ks", ks), ("center_traps", center_traps)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False; got {flag!r}.")
-    if progress is not None and not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be None, True or False; got {progress!r}.")
+    center_traps = renamed(center, "center", center_traps, "center_traps", True, "analyze")
+    randomize, ks = check_bool(randomize, "randomize"), check_bool(ks, "ks")
+    center_traps = check_bool(center_traps, "center_traps")
+    progress = check_bool(progress, "progress", allow_none=True)
     dev = _check_device(device)
-    gen = check_rng(rng)
-    entropy = int(gen.integers(0, 2**63))
+    entropy = model_entropy(rng)
+    from .streaming import analyze_streamed, is_streamable
+
+    if is_streamable(model):  # a safetensors file or model folder: one tensor in memory at a time
+        return analyze_streamed(model, randomize=randomize, ks=ks, layers=layers, dev=dev, entropy=entropy,
+                                all_2d=all_2d, progress=progress, center_traps=center_traps)
     found: LayerSet = find_layers(model, include=layers, all_2d=all_2d)
 
     # move, check finiteness, group by (shape, device) for batched decompositions

@@ -17,13 +17,19 @@ import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ._validation import check_positive_int
+from ._results import Result
+from ._seeding import base_entropy, step_streams
+from ._validation import check_bool, check_positive_int
 from .exceptions import MissingTrainAccWarning, NoFeatureWarning
 from .phases import UNKNOWN
+from .phases.features import FeatureRows
+
+if TYPE_CHECKING:
+    from .analyze import ModelReport
 
 __all__ = ["Monitor", "MonitorRecord", "log_schedule"]
 
@@ -67,7 +73,7 @@ def log_schedule(per_decade: int = 10, *, start: int = 0) -> Iterator[int]:
 
 
 @dataclass(frozen=True)
-class MonitorRecord:
+class MonitorRecord(Result):
     """One analysed checkpoint of a monitored run.
 
     Attributes
@@ -105,16 +111,7 @@ class MonitorRecord:
     layer_alpha: dict[str, float]
     layer_traps: dict[str, float]
     seconds: float
-    report: Any = field(repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (the full report under ``"report"``)."""
-        out = {k: getattr(self, k) for k in ("step", "phase", "confidence", "alpha", "n_traps",
-                                             "train_acc", "seconds")}
-        out["layer_alpha"] = dict(self.layer_alpha)
-        out["layer_traps"] = dict(self.layer_traps)
-        out["report"] = self.report.to_dict() if hasattr(self.report, "to_dict") else None
-        return out
+    report: ModelReport | None = field(repr=False, compare=False)
 
 
 class _Schedule:
@@ -201,6 +198,19 @@ class Monitor:
         Seed of the shuffles; the analysis at step ``s`` uses the stream
         ``SeedSequence(rng, spawn_key=(s,))``, as :func:`~htsr_diag.analyze_checkpoints`
         does, so a monitored run and its saved checkpoints give the same traps.
+    center_traps : bool, default True
+        Count the traps of the centred shuffled weights, as every entry point does by
+        default and as the classifier is calibrated (docs/quantities.md).
+
+    Notes
+    -----
+    The Monitor keeps the features of its analyses as one growing feature table
+    (:class:`~htsr_diag.phases.features.FeatureRows`) and labels its last row with the
+    classifier's :meth:`~htsr_diag.phases.PhaseClassifier.predict_step`, i.e. the same rule
+    functions (:func:`~htsr_diag.phases.rules.ranks` with ``causal=True``) that
+    :meth:`~htsr_diag.phases.PhaseClassifier.predict` applies: its labels equal
+    ``PhaseClassifier(causal=True).predict`` on the same features. The history is not
+    rebuilt at each step.
 
     Attributes
     ----------
@@ -219,7 +229,7 @@ class Monitor:
     --------
     >>> import torch
     >>> from htsr_diag import Monitor
-    >>> model = torch.nn.Sequential(torch.nn.Linear(100, 60), torch.nn.ReLU(), torch.nn.Linear(60, 10))
+    >>> model = torch.nn.Sequential(torch.nn.Linear(100, 60), torch.nn.ReLU(), torch.nn.Linear(60, 30))
     >>> mon = Monitor(model, per_decade=2)
     >>> for step in range(12):
     ...     rec = mon.step(step, train_acc=0.5)   # analyses at steps 0, 1, 3, 10
@@ -230,14 +240,14 @@ class Monitor:
     def __init__(self, model: Any, *, schedule: Any = "log", per_decade: int = 10,
                  on_phase_change: Callable[[str | None, MonitorRecord], Any] | None = None,
                  classifier: Any = None, randomize: bool = True, layers: Any = None,
-                 rng: Any = 0) -> None:
+                 rng: Any = 0, center_traps: bool = True) -> None:
         if not hasattr(model, "named_parameters"):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}. "
                             f"For a state dict or checkpoint file use htsr_diag.analyze().")
         if on_phase_change is not None and not callable(on_phase_change):
             raise TypeError(f"on_phase_change must be callable or None; got {type(on_phase_change).__name__}.")
-        if not isinstance(randomize, (bool, np.bool_)):
-            raise TypeError(f"randomize must be True or False; got {randomize!r}.")
+        randomize = check_bool(randomize, "randomize")
+        center_traps = check_bool(center_traps, "center_traps")
         per_decade = check_positive_int(per_decade, "per_decade")
         if classifier is None:
             from .phases import PhaseClassifier
@@ -246,18 +256,12 @@ class Monitor:
         elif not (hasattr(classifier, "predict_step") and hasattr(classifier, "report_features")):
             raise TypeError(f"classifier must be a PhaseClassifier (with predict_step and report_features); "
                             f"got {type(classifier).__name__}.")
-        if rng is None:
-            self._entropy = int(np.random.SeedSequence().entropy)
-        elif isinstance(rng, np.random.Generator):
-            self._entropy = int(rng.integers(0, 2**63))
-        elif isinstance(rng, numbers.Integral) and not isinstance(rng, bool) and rng >= 0:
-            self._entropy = int(rng)
-        else:
-            raise TypeError(f"rng must be None, a non-negative int seed or a numpy Generator; got {rng!r}.")
+        self._entropy = base_entropy(rng)
         self.model = model
         self.on_phase_change = on_phase_change
         self.classifier = classifier
         self.randomize = bool(randomize)
+        self.center_traps = bool(center_traps)
         self.layers = layers
         self._schedule = _Schedule(_schedule_iter(schedule, per_decade))
         self._counter = 0
@@ -267,7 +271,7 @@ class Monitor:
         self._got_train_acc = False
         self._warned_train_acc = False
         self._small_warned: set[str] = set()
-        self._features: list[dict[str, float]] = []
+        self._features = FeatureRows()  # the feature table so far, grown one row per analysis
         self.history: list[MonitorRecord] = []
         self.phase: str | None = None
         self.alarm_step: int | None = None
@@ -338,9 +342,9 @@ class Monitor:
         from .analyze import analyze, small_spectrum_notes, warn_small_spectra
 
         t0 = time.perf_counter()
-        seq = np.random.SeedSequence(self._entropy, spawn_key=(step,))
-        rng = np.random.default_rng(seq.spawn(2)[0])
-        kwargs: dict[str, Any] = {"randomize": self.randomize, "ks": False, "rng": rng, "center_traps": True}
+        rng = step_streams(self._entropy, step)[0]
+        kwargs: dict[str, Any] = {"randomize": self.randomize, "ks": False, "rng": rng,
+                                  "center_traps": self.center_traps}
         if self.layers is not None:
             kwargs["layers"] = self.layers
         with torch.no_grad(), small_spectrum_notes() as notes:
@@ -360,7 +364,7 @@ class Monitor:
                           f"training set is fitted. Pass it: monitor.step(step, train_acc=...) (a fraction in "
                           f"[0, 1]), or use PhaseClassifier(causal=True, use_train_acc=False).",
                           MissingTrainAccWarning, stacklevel=3)
-        phase, confidence = self.classifier.predict_step(self._features)
+        phase, confidence = self.classifier.predict_step(self._features.table())
         record = MonitorRecord(
             step=step, phase=phase, confidence=float(confidence), alpha=float(feats["alpha"]),
             n_traps=float(feats["n_traps"]),
@@ -399,7 +403,7 @@ class Monitor:
         with warnings.catch_warnings():  # the featureless and train_acc warnings were given already
             warnings.simplefilter("ignore", NoFeatureWarning)
             warnings.simplefilter("ignore", MissingTrainAccWarning)
-            ev = self.classifier.evidence(self._features)
+            ev = self.classifier.evidence(self._features.table())
         held = ev["layer_signature"][:, -1] & ~ev["layer_gate"][:, -1]
         if not (ev["fitted"][-1] and held.any()):
             return

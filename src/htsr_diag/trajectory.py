@@ -25,12 +25,15 @@ from concurrent.futures import Executor, as_completed
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._json import jsonable
 from ._progress import Progress
+from ._results import Result
+
+if TYPE_CHECKING:
+    from .analyze import ModelReport
 
 __all__ = ["Trajectory", "analyze_checkpoints", "METRIC_NAMES"]
 
@@ -60,7 +63,7 @@ def _layer_value(layer: Any, name: str) -> float:
 
 
 @dataclass(frozen=True)
-class Trajectory:
+class Trajectory(Result):
     """The analysis of a sequence of checkpoints of one run.
 
     Attributes
@@ -82,14 +85,26 @@ class Trajectory:
 
     Examples
     --------
-    >>> traj = analyze_checkpoints("runs/fast")              # doctest: +SKIP
-    >>> traj.feature("alpha", "fc1")                          # doctest: +SKIP
-    array([5.1, 4.9, ...])
-    >>> traj.to_frame().head()                                # doctest: +SKIP
+    Three models stand in for three checkpoints of a run:
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> models = [torch.nn.Sequential(torch.nn.Linear(64, 60), torch.nn.ReLU(), torch.nn.Linear(60, 60))
+    ...           for _ in range(3)]
+    >>> traj = analyze_checkpoints(models, steps=[0, 10, 100], rng=0)
+    >>> traj.steps.tolist(), traj.layer_names
+    ([0, 10, 100], ['0', '2'])
+    >>> traj.feature("alpha", "0").round(2)
+    array([...])
+    >>> traj.to_frame()[["step", "name", "alpha"]].shape
+    (6, 3)
     """
 
+    _format = _FORMAT
+    _header = {"version": 1}
+
     steps: np.ndarray
-    reports: list[Any]
+    reports: list[ModelReport]
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     baselines: dict[str, np.ndarray] = field(default_factory=dict)
     source: str | None = None
@@ -197,7 +212,11 @@ class Trajectory:
 
         Examples
         --------
-        >>> traj2 = traj.with_metrics(train_acc=[0.1, 0.9, 1.0])      # doctest: +SKIP
+        >>> import torch
+        >>> models = [torch.nn.Linear(64, 60) for _ in range(3)]
+        >>> traj = analyze_checkpoints(models, steps=[0, 10, 100], rng=0)
+        >>> traj.with_metrics(train_acc=[0.1, 0.9, 1.0]).metrics["train_acc"]
+        array([0.1, 0.9, 1. ])
         """
         from .checkpoints import check_accuracy
 
@@ -246,41 +265,14 @@ class Trajectory:
         self.to_frame().to_csv(path, index=False)
         return path
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (NaN kept as float('nan'))."""
-        return {"format": _FORMAT, "version": 1, "source": self.source,
-                "steps": self.steps.tolist(),
-                "metrics": jsonable(self.metrics), "baselines": jsonable(self.baselines),
-                "reports": [r.to_dict() for r in self.reports]}
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise to JSON; write it to ``path`` when given. Returns the JSON text."""
-        text = json.dumps(self.to_dict(), allow_nan=True)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Trajectory":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`~htsr_diag._results.Result.to_dict` (the ``format`` key is required)."""
         if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
             raise ValueError(f"data is not a serialised Trajectory (expected format {_FORMAT!r}); "
                              f"got {type(data).__name__} with format "
                              f"{data.get('format') if isinstance(data, Mapping) else None!r}.")
-        from .analyze import ModelReport
-
-        reports = [ModelReport.from_dict(r) for r in data["reports"]]
-        return cls(steps=np.asarray(data["steps"], dtype=np.int64), reports=reports,
-                   metrics=data.get("metrics", {}), baselines=data.get("baselines", {}),
-                   source=data.get("source"))
-
-    @classmethod
-    def from_json(cls, path_or_text: str | Path) -> "Trajectory":
-        """Read a trajectory written by :meth:`to_json` (a path, or the JSON text itself)."""
-        text = str(path_or_text)
-        if not text.lstrip().startswith("{"):
-            text = Path(path_or_text).read_text()
-        return cls.from_dict(json.loads(text))
+        return super().from_dict(data)
 
 
 def _check_steps(steps: Any) -> np.ndarray:
@@ -444,10 +436,10 @@ def _analyze_one(source: Any, step: int, entropy: int, analyze_kwargs: dict[str,
     Returns the report, the baselines and the layers' small-spectrum notes (warned about
     once per layer by the caller, not once per checkpoint).
     """
+    from ._seeding import step_streams
     from .analyze import analyze, small_spectrum_notes
 
-    seq = np.random.SeedSequence(entropy, spawn_key=(int(step),))
-    rng_analyze, rng_baseline = (np.random.default_rng(s) for s in seq.spawn(2))
+    rng_analyze, rng_baseline = step_streams(entropy, step)
     with _threads(num_threads):
         with small_spectrum_notes() as notes:
             report = analyze(source, rng=rng_analyze, **analyze_kwargs)
@@ -506,18 +498,6 @@ class _threads:
         torch.set_num_threads(self._old)
         if self._pool is not None:
             self._pool.restore_original_limits()
-
-
-def _entropy(rng: Any) -> int:
-    if rng is None:
-        return int(np.random.SeedSequence().entropy)
-    if isinstance(rng, bool) or not isinstance(rng, (numbers.Integral, np.random.Generator)):
-        raise TypeError(f"rng must be None, a non-negative int seed or a numpy Generator; got {type(rng).__name__}.")
-    if isinstance(rng, np.random.Generator):
-        return int(rng.integers(0, 2**63))
-    if int(rng) < 0:
-        raise ValueError(f"rng must be a non-negative seed; got {rng}.")
-    return int(rng)
 
 
 def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, steps_from: str | None = None,
@@ -581,10 +561,11 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, ste
         Draw a progress bar on stderr (default: only when stderr is a terminal).
     center_traps : bool, default True
         Count correlation traps of the *centred* shuffled weights (``center_traps`` of
-        :func:`~htsr_diag.analyze.analyze`, whose own default is the uncentred count of
-        WeightWatcher and the study). Centred is the default here because
-        :class:`~htsr_diag.phases.PhaseClassifier` is calibrated on it: a layer's non-zero
-        mean makes one spurious "trap" from early training on (docs/phases.md).
+        :func:`~htsr_diag.analyze.analyze`; the default of every entry point).
+        :class:`~htsr_diag.phases.PhaseClassifier` is calibrated on centred counts: a
+        layer's non-zero mean makes one spurious "trap" from early training on
+        (docs/quantities.md, docs/phases.md). False gives the uncentred count of
+        WeightWatcher and the study.
 
     Returns
     -------
@@ -595,6 +576,19 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, ste
 
     Examples
     --------
+    A list of models (or state dicts, or checkpoint paths) with their steps:
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> models = [torch.nn.Sequential(torch.nn.Linear(64, 60), torch.nn.ReLU(), torch.nn.Linear(60, 60))
+    ...           for _ in range(3)]
+    >>> traj = analyze_checkpoints(models, steps=[0, 10, 100], rng=0)
+    >>> len(traj), traj.layer_names
+    (3, ['0', '2'])
+
+    Skipped: these need a Lightning log folder, an HF Trainer output folder, and a run folder
+    (analysed in two worker processes):
+
     >>> traj = analyze_checkpoints("lightning_logs/version_0", train_acc="train_acc_epoch")  # doctest: +SKIP
     >>> traj = analyze_checkpoints("out/checkpoint-*", test_acc="eval_accuracy")            # doctest: +SKIP
     >>> import multiprocessing
@@ -607,17 +601,17 @@ def analyze_checkpoints(sources: Any, *, steps: Sequence[int] | None = None, ste
     if executor is not None and not isinstance(executor, Executor) and not hasattr(executor, "submit"):
         raise TypeError(f"executor must be a concurrent.futures.Executor (or have .submit); got "
                         f"{type(executor).__name__}.")
-    for name, flag in (("randomize", randomize), ("ks", ks), ("center_traps", center_traps)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False; got {flag!r}.")
-    if num_threads is not None:
-        from ._validation import check_positive_int
+    from ._seeding import base_entropy
+    from ._validation import check_bool, check_positive_int
 
+    randomize, ks = check_bool(randomize, "randomize"), check_bool(ks, "ks")
+    center_traps = check_bool(center_traps, "center_traps")
+    if num_threads is not None:
         num_threads = check_positive_int(num_threads, "num_threads")
     src = _resolve(sources, steps, steps_from)
     items, step_arr, run_dir = src.items, src.steps, src.run_dir
     metrics = _run_metrics(src, train_acc, test_acc)  # bad metrics fail before the long analysis
-    entropy = _entropy(rng)
+    entropy = base_entropy(rng)
     kwargs: dict[str, Any] = {"randomize": bool(randomize), "ks": bool(ks), "center_traps": bool(center_traps)}
     if layers is not None:
         kwargs["layers"] = layers

@@ -52,23 +52,25 @@ Entries with a non-zero mean
 ----------------------------
 A constant offset ``mu`` of all entries is a rank-one spike that shuffling keeps
 (``mu sqrt(N M)`` against the bulk's ``sigma_e (sqrt(N) + sqrt(M))``), so it shows as a trap
-when ``|mu| / sigma_e`` exceeds about ``1 / sqrt(M)``. WeightWatcher (and so the study) does
-not centre; ``center=True`` subtracts the mean of W before shuffling.
+when ``|mu| / sigma_e`` exceeds about ``1 / sqrt(M)``. ``center_traps=True`` (the default of
+every function of htsr_diag) subtracts the mean of W before shuffling; WeightWatcher (and so
+the study) does not centre, which ``center_traps=False`` reproduces.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
+import numbers
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._json import jsonable
-from ._validation import check_positive_int, check_rng, check_weight, is_tensor
+from ._results import Result
+from ._validation import (UNSET, check_bool, check_choice, check_positive_int, check_rng, check_scalar, check_weight,
+                          is_tensor, renamed)
 from .exceptions import DegenerateSpectrumWarning
 from .mp import _fit_sigma, _tw1_upper_quantile, mp_edges, tracy_widom_scale
 from .spectrum import esd_many, matrix_dims, matrix_slices
@@ -93,7 +95,7 @@ SMALL_LAYER = 100
 
 # --------------------------------------------------------------------------- results
 @dataclass(frozen=True)
-class TrapReport:
+class TrapReport(Result):
     """Correlation traps of one layer: outliers of its shuffled spectrum beyond MP + TW.
 
     Eigenvalues (``trap_eigenvalues``, ``threshold``, ``bulk_edge``, ``max_eigenvalue``) are
@@ -164,22 +166,18 @@ class TrapReport:
     m: int
     n_slices: int
     n_shuffles: int
-    counts: np.ndarray
+    counts: np.ndarray = field(metadata={"dtype": np.int64})
     false_alarm: float
     entry_threshold: float
     n_large_entries: int | float
-    large_entry_index: np.ndarray
+    large_entry_index: np.ndarray = field(metadata={"dtype": np.int64})
     large_entry_values: np.ndarray
     centered: bool
     status: str
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field (arrays as lists, NaN kept)."""
-        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
 
 @dataclass(frozen=True)
-class KSTrapResult:
+class KSTrapResult(Result):
     """One-sample Kolmogorov-Smirnov test of a shuffled spectrum against the fitted MP law.
 
     The shuffled eigenvalues are rescaled to mean 1 and compared with MP(q, sigma), sigma
@@ -218,20 +216,12 @@ class KSTrapResult:
     q: float
     status: str
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field (NaN kept)."""
-        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
 
 # --------------------------------------------------------------------------- validation
 def _check_false_alarm(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"false_alarm must be a float probability; got {value!r}.")
-    v = float(value)
-    if not (1e-10 <= v <= 0.5):
-        raise ValueError(f"false_alarm must lie in [1e-10, 0.5] (the designed probability that a "
-                         f"random layer shows a trap); got {value!r}. The default is {DEFAULT_FALSE_ALARM}.")
-    return v
+    return check_scalar(value, "false_alarm", numbers.Real, min_val=1e-10, max_val=0.5,
+                        fix=f"It is the designed probability that a random layer shows a trap; the default is "
+                            f"{DEFAULT_FALSE_ALARM}.")
 
 
 def _check_n_shuffles(value: Any) -> int | None:
@@ -240,12 +230,6 @@ def _check_n_shuffles(value: Any) -> int | None:
 
 def _check_max_entries(value: Any) -> int:
     return check_positive_int(value, "max_entries", minimum=0)
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {value!r}.")
-    return bool(value)
 
 
 # --------------------------------------------------------------------------- shuffling
@@ -310,19 +294,14 @@ def _shuffled_spectra(W: Any, rng: np.random.Generator, n_shuffles: int, single:
 _PRECISIONS = ("auto", "float64", "float32")
 
 
-def _check_precision(value: Any) -> str:
-    if value not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {_PRECISIONS}; got {value!r}. \"auto\" computes the "
-                         f"shuffled spectrum in float32 for float32 (or half-precision) weights, else float64.")
-    return value
-
-
 def _prepare(W: Any, rng: Any, n_shuffles: Any, center: Any, precision: Any = "auto"):
     W = check_weight(W)
     rng = check_rng(rng)
     n_shuffles = _check_n_shuffles(n_shuffles)
-    center = _check_bool(center, "center")
-    precision = _check_precision(precision)
+    center = check_bool(center, "center_traps")
+    precision = check_choice(precision, "precision", _PRECISIONS,
+                             fix="\"auto\" computes the shuffled spectrum in float32 for float32 (or half-precision) "
+                                 "weights, else float64.")
     if is_tensor(W):
         import torch
 
@@ -341,8 +320,8 @@ def _prepare(W: Any, rng: Any, n_shuffles: Any, center: Any, precision: Any = "a
     return W, rng, n_shuffles, center, single
 
 
-def randomized_esd(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
-                   center: bool = False, precision: str = "auto") -> np.ndarray:
+def randomized_esd(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
+                   center_traps: bool = True, precision: str = "auto", center: Any = UNSET) -> np.ndarray:
     """Eigenvalues of the element-wise randomly permuted W (several shuffles pooled).
 
     Parameters
@@ -350,13 +329,15 @@ def randomized_esd(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
     W : ndarray or torch.Tensor, shape (rows, cols) or (out, in, *kernel)
         A weight matrix or convolution kernel (each spatial slice shuffled on its own). A
         CUDA tensor is shuffled and decomposed on its GPU.
-    rng : None, int or numpy.random.Generator
-        Seed of the permutations (same seed, same numbers; CPU and GPU alike).
+    rng : None, int or numpy.random.Generator, default 0
+        Seed of the permutations (same seed, same numbers; CPU and GPU alike). None: fresh
+        entropy (different numbers at each call).
     n_shuffles : int, optional
         Independent shuffles pooled; default 5 if the layer has fewer than 100 eigenvalues
         (WeightWatcher's rule), else 1.
-    center : bool, default False
-        Subtract the mean of W first.
+    center_traps : bool, default True
+        Subtract the mean of W first (see :func:`correlation_traps`). ``center=`` is the
+        old name (FutureWarning).
     precision : {"auto", "float64", "float32"}
         Arithmetic of the shuffled spectrum. ``"auto"``: float32 when W is stored in
         float32 or half precision (model weights), float64 when W is float64. float32
@@ -376,7 +357,8 @@ def randomized_esd(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
     >>> randomized_esd(W, rng=0).shape   # 20 eigenvalues < 100: 5 shuffles pooled
     (100,)
     """
-    W, rng, n_shuffles, _, single = _prepare(W, rng, n_shuffles, center, precision)
+    center_traps = renamed(center, "center", center_traps, "center_traps", True, "randomized_esd")
+    W, rng, n_shuffles, _, single = _prepare(W, rng, n_shuffles, center_traps, precision)
     return np.sort(np.concatenate(_shuffled_spectra(W, rng, n_shuffles, single)))
 
 
@@ -476,17 +458,17 @@ def _check_ks_sigma(sigma: Any) -> float | None:
     return _check_sigma(sigma)
 
 
-def correlation_traps(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
+def correlation_traps(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
                       false_alarm: float = DEFAULT_FALSE_ALARM, max_entries: int = 100,
-                      center: bool = False, precision: str = "auto") -> TrapReport:
+                      center_traps: bool = True, precision: str = "auto", center: Any = UNSET) -> TrapReport:
     """Correlation traps of a layer: shuffled eigenvalues beyond the MP edge + a TW margin.
 
     Parameters
     ----------
     W : ndarray or torch.Tensor, shape (rows, cols) or (out, in, *kernel)
         A weight matrix or convolution kernel (any device).
-    rng : None, int or numpy.random.Generator
-        Seed of the shuffles.
+    rng : None, int or numpy.random.Generator, default 0
+        Seed of the shuffles (None: fresh entropy).
     n_shuffles : int, optional
         Default 5 for layers with fewer than 100 eigenvalues, else 1.
     false_alarm : float, default 1e-3
@@ -494,8 +476,11 @@ def correlation_traps(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
         Tracy-Widom margin). Measured: see ``benchmarks/results/false_alarm.md``.
     max_entries : int, default 100
         How many of the large entries of W to report (all are counted).
-    center : bool, default False
-        Subtract the mean of W before shuffling (a non-zero mean is otherwise a trap).
+    center_traps : bool, default True
+        Subtract the mean of W before shuffling. A non-zero mean survives any shuffle as a
+        rank-one spike and would otherwise count as a trap; False gives the uncentred count
+        of WeightWatcher and the study (docs/quantities.md says why centred is the
+        default). ``center=`` is the old name (FutureWarning).
     precision : {"auto", "float64", "float32"}
         Arithmetic of the shuffled spectrum; see :func:`randomized_esd`.
 
@@ -512,16 +497,17 @@ def correlation_traps(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
     >>> r.n_traps, r.large_entry_index.tolist()
     (1, [[3, 5]])
     """
+    center_traps = renamed(center, "center", center_traps, "center_traps", True, "correlation_traps")
     false_alarm = _check_false_alarm(false_alarm)
     max_entries = _check_max_entries(max_entries)
-    W, rng, n_shuffles, center, single = _prepare(W, rng, n_shuffles, center, precision)
+    W, rng, n_shuffles, center_traps, single = _prepare(W, rng, n_shuffles, center_traps, precision)
     spectra = _shuffled_spectra(W, rng, n_shuffles, single)
-    return _analyze(W, spectra, n_shuffles, false_alarm, max_entries, center)[0]
+    return _analyze(W, spectra, n_shuffles, false_alarm, max_entries, center_traps)[0]
 
 
-def ks_trap_test(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
+def ks_trap_test(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
                  sigma: float | None = None, false_alarm: float = DEFAULT_FALSE_ALARM,
-                 center: bool = False, precision: str = "auto") -> KSTrapResult:
+                 center_traps: bool = True, precision: str = "auto", center: Any = UNSET) -> KSTrapResult:
     """KS test of W's shuffled, mean-1 rescaled spectrum against the fitted MP law.
 
     The anti-grokking study's Table 4 test: ``scipy.stats.kstest`` of the shuffled
@@ -530,7 +516,7 @@ def ks_trap_test(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
     Parameters
     ----------
     W : ndarray or torch.Tensor, shape (rows, cols) or (out, in, *kernel)
-    rng : None, int or numpy.random.Generator
+    rng : None, int or numpy.random.Generator, default 0
     n_shuffles : int, optional
         Default 5 for layers with fewer than 100 eigenvalues, else 1.
     sigma : float, optional
@@ -540,7 +526,9 @@ def ks_trap_test(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
         inflate the mean.
     false_alarm : float, default 1e-3
         For the ``n_traps`` reported alongside.
-    center : bool, default False
+    center_traps : bool, default True
+        Subtract the mean of W before shuffling (see :func:`correlation_traps`; ``center=``
+        is the old name).
     precision : {"auto", "float64", "float32"}
         See :func:`randomized_esd`.
 
@@ -556,18 +544,19 @@ def ks_trap_test(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
     >>> res.pvalue > 0.05
     True
     """
+    center_traps = renamed(center, "center", center_traps, "center_traps", True, "ks_trap_test")
     false_alarm = _check_false_alarm(false_alarm)
     sigma = _check_ks_sigma(sigma)
-    W, rng, n_shuffles, center, single = _prepare(W, rng, n_shuffles, center, precision)
+    W, rng, n_shuffles, center_traps, single = _prepare(W, rng, n_shuffles, center_traps, precision)
     spectra = _shuffled_spectra(W, rng, n_shuffles, single)
-    report, x = _analyze(W, spectra, n_shuffles, false_alarm, 0, center)
+    report, x = _analyze(W, spectra, n_shuffles, false_alarm, 0, center_traps)
     return _ks(x, report, sigma)
 
 
-def randomized_analysis(W: Any, *, rng: Any = None, n_shuffles: int | None = None,
+def randomized_analysis(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
                         false_alarm: float = DEFAULT_FALSE_ALARM, max_entries: int = 100,
-                        ks_sigma: float | None = None, center: bool = False,
-                        precision: str = "auto") -> tuple[TrapReport, KSTrapResult]:
+                        ks_sigma: float | None = None, center_traps: bool = True,
+                        precision: str = "auto", center: Any = UNSET) -> tuple[TrapReport, KSTrapResult]:
     """Traps and the KS test from ONE shuffled spectrum (one decomposition per shuffle).
 
     Same parameters as :func:`correlation_traps`, plus ``ks_sigma`` (the ``sigma`` of
@@ -586,10 +575,11 @@ def randomized_analysis(W: Any, *, rng: Any = None, n_shuffles: int | None = Non
     >>> traps.n_traps, ks.n_traps
     (0, 0)
     """
+    center_traps = renamed(center, "center", center_traps, "center_traps", True, "randomized_analysis")
     false_alarm = _check_false_alarm(false_alarm)
     max_entries = _check_max_entries(max_entries)
     ks_sigma = _check_ks_sigma(ks_sigma)
-    W, rng, n_shuffles, center, single = _prepare(W, rng, n_shuffles, center, precision)
+    W, rng, n_shuffles, center_traps, single = _prepare(W, rng, n_shuffles, center_traps, precision)
     spectra = _shuffled_spectra(W, rng, n_shuffles, single)
-    report, x = _analyze(W, spectra, n_shuffles, false_alarm, max_entries, center)
+    report, x = _analyze(W, spectra, n_shuffles, false_alarm, max_entries, center_traps)
     return report, _ks(x, report, ks_sigma)

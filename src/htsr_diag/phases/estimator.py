@@ -12,7 +12,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..exceptions import MissingTrainAccWarning, NoFeatureWarning, NotFittedError
-from ._common import check_fraction, list_steps
+from .._validation import Interval, Options, check_bool, validate_params
+from ._common import list_steps
 from .features import LAYER_FEATURES, feature_table, has_feature, select_layers, unsort
 from .fitting import search_thresholds
 from .labels import ANTI, GROK, PHASES, RANK, UNKNOWN, rank_labels
@@ -21,6 +22,34 @@ from .rules import ANTI_RULES, FITTED_RULES, GATE_BASES, ONSETS, confidence, exp
 __all__ = ["PhaseClassifier"]
 
 logger = logging.getLogger(__name__)
+
+
+class _LayerNames:
+    """Constraint: a non-empty list or tuple of layer names."""
+
+    description = "a non-empty list of layer names"
+
+    def __call__(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(x, str) for x in value)
+
+    def type_ok(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple, str))
+
+
+_layer_names = _LayerNames()
+
+_PARAMETER_HINTS = {
+    "grok_ratio": "None takes the onset's calibrated ratio; the onset series falls as a run groks, so a ratio is "
+                  "at most 1.",
+    "shrink_ratio": "None switches the norm onset off; a ratio is the fraction of its norm at fitting that every "
+                    "layer must have shrunk to.",
+    "alpha_grok": "None uses grok_ratio; a value is an absolute mean alpha such as 3.45.",
+    "alpha_fit_min": "None lets the alpha signal count in every layer; a value is an alpha such as 3.0.",
+    "norm_ratio": "None switches the norm gate off; a value is a multiple of the reference norm such as 1.5.",
+    "gate_base": "Compare a layer's norm with its first norm, or with its norm when the training set was first "
+                 "fitted.",
+    "train_threshold": "A training accuracy (a fraction, not a percentage).",
+}
 
 
 def _fitted_attribute(name: str, doc: str) -> property:
@@ -175,6 +204,28 @@ class PhaseClassifier:
     ['pre-grokking', 'pre-grokking', 'grokking', 'grokking', 'anti-grokking']
     """
 
+    #: What each constructor parameter may be (checked at use, as scikit-learn's ``fit`` does);
+    #: the constraints of :func:`htsr_diag._validation.validate_params`.
+    _parameter_constraints: dict[str, list[Any]] = {
+        "causal": ["boolean"],
+        "onset": [Options(*ONSETS)],
+        "grok_ratio": [None, Interval(numbers.Real, 0, 1, closed="right")],
+        "shrink_ratio": [None, Interval(numbers.Real, 0, 1, closed="neither")],
+        "alpha_grok": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha_anti": [Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha_fit_min": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "min_traps": [Interval(numbers.Integral, 1, None)],
+        "anti_rule": [Options(*ANTI_RULES)],
+        "norm_ratio": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "gate_base": [Options(*GATE_BASES)],
+        "patience": [Interval(numbers.Integral, 1, None)],
+        "use_train_acc": ["boolean"],
+        "train_threshold": [Interval(numbers.Real, 0, 1, closed="right")],
+        "layers": [Options("auto"), _layer_names],
+        "min_layer_dim": [Interval(numbers.Integral, 1, None)],
+        "alpha_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+    }
+
     thresholds_ = _fitted_attribute("thresholds_", "The fitted rule thresholds (dict).")
     train_agreement_ = _fitted_attribute("train_agreement_", "Mean per-run agreement on the runs fit saw.")
     n_runs_ = _fitted_attribute("n_runs_", "Number of labelled runs fit saw.")
@@ -234,55 +285,13 @@ class PhaseClassifier:
     def _validated(self) -> dict[str, Any]:
         """Check the constructor parameters (at use, as scikit-learn does)."""
         p = self.get_params()
-        for name in ("causal", "use_train_acc"):
-            if not isinstance(p[name], (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False; got {p[name]!r}.")
-        for name in ("alpha_grok", "alpha_anti", "alpha_scale"):
-            v = p[name]
-            if name == "alpha_grok" and v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a positive finite number; got {v!r}.")
-        if p["onset"] not in ONSETS:
-            raise ValueError(f"onset must be one of {ONSETS}; got {p['onset']!r}.")
-        g = p["grok_ratio"]
-        if g is not None and (isinstance(g, bool) or not isinstance(g, numbers.Real) or not (0 < g <= 1)):
-            raise ValueError(f"grok_ratio must be None (the onset's calibrated default) or in (0, 1] (the onset "
-                             f"series falls as a run groks); got {g!r}.")
-        sr = p["shrink_ratio"]
-        if sr is not None and (isinstance(sr, bool) or not isinstance(sr, numbers.Real) or not (0 < sr < 1)):
-            raise ValueError(f"shrink_ratio must be None (no norm onset) or in (0, 1) (the fraction of its norm at "
-                             f"fitting that every layer must have shrunk to); got {sr!r}.")
+        validate_params(p, self._parameter_constraints, _PARAMETER_HINTS)
         if p["alpha_grok"] is not None and p["onset"] == "stable_rank":
             raise ValueError(f"alpha_grok is an absolute mean alpha, so it needs onset='alpha'; got "
                              f"onset={p['onset']!r}. Drop alpha_grok, or set onset='alpha'.")
         if p["alpha_grok"] is not None and p["alpha_anti"] > p["alpha_grok"]:
             raise ValueError(f"alpha_anti must not exceed alpha_grok (alpha falls through the phases); "
                              f"got alpha_anti={p['alpha_anti']!r} > alpha_grok={p['alpha_grok']!r}.")
-        r = p["norm_ratio"]
-        if r is not None and (isinstance(r, bool) or not isinstance(r, numbers.Real) or not math.isfinite(r)
-                              or r <= 0):
-            raise ValueError(f"norm_ratio must be None (no norm gate) or a positive finite number such as "
-                             f"1.0; got {r!r}.")
-        af = p["alpha_fit_min"]
-        if af is not None and (isinstance(af, bool) or not isinstance(af, numbers.Real) or not math.isfinite(af)
-                               or af <= 0):
-            raise ValueError(f"alpha_fit_min must be None (the alpha signal counts in every layer) or a positive "
-                             f"finite alpha such as 3.0; got {af!r}.")
-        if p["gate_base"] not in GATE_BASES:
-            raise ValueError(f"gate_base must be one of {GATE_BASES} (compare a layer's norm with its first norm, or "
-                             f"with its norm when the training set was first fitted); got {p['gate_base']!r}.")
-        from .._validation import check_positive_int
-        check_positive_int(p["min_traps"], "min_traps")
-        check_positive_int(p["patience"], "patience")
-        check_positive_int(p["min_layer_dim"], "min_layer_dim")
-        if p["anti_rule"] not in ANTI_RULES:
-            raise ValueError(f"anti_rule must be one of {ANTI_RULES}; got {p['anti_rule']!r}.")
-        check_fraction(p["train_threshold"], "train_threshold")
-        layers = p["layers"]
-        if not (layers == "auto" or (isinstance(layers, (list, tuple))
-                                     and layers and all(isinstance(x, str) for x in layers))):
-            raise ValueError(f"layers must be 'auto' or a non-empty list of layer names; got {layers!r}.")
         return p
 
     def rules(self) -> dict[str, Any]:
@@ -619,8 +628,7 @@ class PhaseClassifier:
         -------
         self
         """
-        if not isinstance(in_time, (bool, np.bool_)):
-            raise TypeError(f"in_time must be True or False; got {in_time!r}.")
+        in_time = check_bool(in_time, "in_time")
         if params is None:
             search = set(FITTED_RULES)
         else:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._common import check_train_acc, curve, quiet_nanmean
 
-__all__ = ["FEATURES", "LAYER_FEATURES", "select_layers", "feature_table", "has_feature", "unsort"]
+__all__ = ["FEATURES", "LAYER_FEATURES", "select_layers", "feature_table", "has_feature", "unsort", "FeatureRows"]
 
 #: Per-checkpoint features the classifier reads (keys of a feature table).
 FEATURES: tuple[str, ...] = ("alpha", "n_traps", "train_acc")
@@ -231,3 +231,81 @@ def _layer_table(x: Any, name: str, n: int, n_layers: int | None = None) -> np.n
         want = f"({n_layers if n_layers is not None else 'n_layers'}, {n})"
         raise ValueError(f"{name} must have shape {want} (layers x checkpoints); got {a.shape}.")
     return a
+
+
+class FeatureRows:
+    """An append-only feature table: one checkpoint's features at a time, in step order.
+
+    What a running classifier (the :class:`~htsr_diag.monitor.Monitor`) keeps instead of a
+    list of per-checkpoint mappings: :meth:`append` adds a row in amortised constant time
+    (columns grow by doubling), :meth:`table` returns the feature table of the rows so far
+    (views, no copy), which :func:`feature_table` and the rules read as they read any mapping.
+
+    Rows must come with increasing ``"step"`` and the same number of layers.
+
+    Examples
+    --------
+    >>> rows = FeatureRows()
+    >>> rows.append({"step": 0, "alpha": 5.0, "n_traps": 0, "layer_alpha": [5.0], "layer_n_traps": [0],
+    ...              "layer_norm": [1.0], "layer_stable_rank": [40.0]})
+    >>> rows.append({"step": 10, "alpha": 4.0, "n_traps": 1, "train_acc": 1.0, "layer_alpha": [4.0],
+    ...              "layer_n_traps": [1], "layer_norm": [1.2], "layer_stable_rank": [30.0]})
+    >>> t = rows.table()
+    >>> t["alpha"].tolist(), t["train_acc"].tolist(), t["layer_norm"].shape
+    ([5.0, 4.0], [nan, 1.0], (1, 2))
+    """
+
+    _COLUMNS = ("alpha", "n_traps", "train_acc", "step")
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._cols: dict[str, np.ndarray] = {k: np.empty(16) for k in self._COLUMNS}
+        self._layers: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Add one checkpoint: ``"alpha"``, ``"n_traps"``, ``"step"`` (increasing), optionally
+        ``"train_acc"`` (NaN if absent) and the per-layer lists of :data:`LAYER_FEATURES`."""
+        step = float(row["step"])
+        if self._n and not step > self._cols["step"][self._n - 1]:
+            raise ValueError(f"step must increase from row to row; got step {step:g} after "
+                             f"{self._cols['step'][self._n - 1]:g}.")
+        layer_vals = {k: np.asarray(row.get(k, ()), dtype=np.float64).reshape(-1) for k in LAYER_FEATURES}
+        if "layer_alpha" not in row:  # one layer: the checkpoint's alpha and trap count
+            layer_vals = {"layer_alpha": np.array([float(row["alpha"])]),
+                          "layer_n_traps": np.array([float(row["n_traps"])]),
+                          "layer_norm": np.array([float(row.get("norm", np.nan))]),
+                          "layer_stable_rank": np.array([float(row.get("stable_rank", np.nan))])}
+        n_layers = layer_vals["layer_alpha"].size
+        for k, v in layer_vals.items():
+            if v.size == 0:
+                layer_vals[k] = np.full(n_layers, np.nan)
+            elif v.size != n_layers:
+                raise ValueError(f"{k!r} must hold one value per layer ({n_layers}, as 'layer_alpha'); got {v.size}.")
+        if self._layers is None:
+            self._layers = {k: np.empty((n_layers, self._cols["alpha"].size)) for k in LAYER_FEATURES}
+        elif self._layers["layer_alpha"].shape[0] != n_layers:
+            raise ValueError(f"every row must have the same number of layers; got {n_layers} after "
+                             f"{self._layers['layer_alpha'].shape[0]}.")
+        if self._n == self._cols["alpha"].size:  # grow by doubling
+            self._cols = {k: np.concatenate([v, np.empty_like(v)]) for k, v in self._cols.items()}
+            self._layers = {k: np.concatenate([v, np.empty_like(v)], axis=1) for k, v in self._layers.items()}
+        i = self._n
+        self._cols["alpha"][i] = float(row["alpha"])
+        self._cols["n_traps"][i] = float(row["n_traps"])
+        tr = row.get("train_acc")
+        self._cols["train_acc"][i] = np.nan if tr is None else float(tr)
+        self._cols["step"][i] = step
+        for k, v in layer_vals.items():
+            self._layers[k][:, i] = v
+        self._n += 1
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The feature table of the rows so far (views into the growing columns)."""
+        n = self._n
+        out = {k: v[:n] for k, v in self._cols.items()}
+        if self._layers is not None:
+            out.update({k: v[:, :n] for k, v in self._layers.items()})
+        return out
