@@ -20,7 +20,6 @@ the train/eval flag of every sub-module is restored.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import numbers
@@ -29,7 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ._json import jsonable
+from ._results import Result
 from ._validation import check_positive_int, check_rng, is_tensor
 from .layers import find_layers, load_state_dict
 
@@ -55,14 +54,8 @@ DEFAULT_N_MASKS = 5
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-class _Result:
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field (NaN kept)."""
-        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-
-
 @dataclass(frozen=True)
-class ActivationSparsity(_Result):
+class ActivationSparsity(Result):
     """Fraction of hidden activations ``<= threshold``.
 
     Attributes
@@ -88,7 +81,7 @@ class ActivationSparsity(_Result):
 
 
 @dataclass(frozen=True)
-class WeightEntropy(_Result):
+class WeightEntropy(Result):
     """Absolute weight entropy ``H_abs(W) = -sum_ij |w_ij| ln |w_ij|`` (nats, ``0 ln 0 = 0``).
 
     Attributes
@@ -104,7 +97,7 @@ class WeightEntropy(_Result):
 
 
 @dataclass(frozen=True)
-class CircuitComplexity(_Result):
+class CircuitComplexity(Result):
     """Approximate local circuit complexity (Golechha 2024).
 
     Attributes
@@ -132,7 +125,7 @@ class CircuitComplexity(_Result):
 
 
 @dataclass(frozen=True)
-class L2Norm(_Result):
+class L2Norm(Result):
     """``sqrt(sum of squared parameters)``.
 
     Attributes

@@ -13,11 +13,20 @@ the numbers the sentences compare with.
 
 Examples
 --------
+Three models stand in for three checkpoints of a run:
+
+>>> import torch
+>>> from htsr_diag import analyze_checkpoints
 >>> from htsr_diag.phases import PhaseClassifier
+>>> _ = torch.manual_seed(0)
+>>> models = [torch.nn.Sequential(torch.nn.Linear(64, 60), torch.nn.ReLU(), torch.nn.Linear(60, 60))
+...           for _ in range(3)]
+>>> traj = analyze_checkpoints(models, steps=[0, 10, 100], rng=0).with_metrics(train_acc=[0.1, 0.5, 1.0])
 >>> clf = PhaseClassifier()
->>> lines = explain_labels(clf.evidence(traj), clf.features(traj), clf.predict(traj),  # doctest: +SKIP
-...                        rules=clf.rules())
->>> print(lines[-1].text())                                                          # doctest: +SKIP
+>>> lines = explain_labels(clf.evidence(traj), clf.features(traj), clf.predict(traj), rules=clf.rules())
+>>> print(lines[-1].text())
+step 100: pre-grokking: ...
+    0: alpha ..., 0 traps, ...; 2: alpha ..., 0 traps, ...
 """
 
 from __future__ import annotations
@@ -28,13 +37,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._results import Result
+
 __all__ = ["LabelExplanation", "explain_labels"]
 
 _PRE, _GROK, _ANTI = "pre-grokking", "grokking", "anti-grokking"
 
 
 @dataclass(frozen=True)
-class LabelExplanation:
+class LabelExplanation(Result):
     """Why one checkpoint has its label.
 
     Attributes
@@ -59,10 +70,6 @@ class LabelExplanation:
     layers: str
     rule: str
     differs: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, as a dict."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     def text(self) -> str:
         """The explanation as lines of plain text (what ``summary.txt`` holds per checkpoint)."""

@@ -41,6 +41,7 @@ from typing import Any, Collection, Iterator, Mapping
 
 import numpy as np
 
+from ._results import Result
 from ._validation import is_tensor
 from .exceptions import CheckpointError
 from .spectrum import matrix_dims
@@ -118,7 +119,7 @@ class LayerMatrix:
 
 
 @dataclass(frozen=True)
-class SkippedParam:
+class SkippedParam(Result):
     """A parameter that is not analysed, and why.
 
     Attributes
@@ -139,15 +140,6 @@ class SkippedParam:
     code: str
     reason: str
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        return {"name": self.name, "shape": list(self.shape), "code": self.code, "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SkippedParam":
-        """Inverse of :meth:`to_dict`."""
-        return cls(name=str(d["name"]), shape=tuple(int(s) for s in d["shape"]), code=str(d["code"]),
-                   reason=str(d["reason"]))
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,12 @@ import contextvars
 import math
 import numbers
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ._results import Result
 from ._validation import check_eigenvalues, check_weight, is_tensor
 from .exceptions import DegenerateSpectrumWarning, SmallSpectrumWarning
 from .spectrum import esd, rank_floor
@@ -110,7 +111,7 @@ _SMALL_N_RULES = ("bias-corrected", "standard")
 
 
 @dataclass(frozen=True)
-class PowerLawFit:
+class PowerLawFit(Result):
     """Result of :func:`layer_alpha`.
 
     Attributes
@@ -170,10 +171,6 @@ class PowerLawFit:
     def ok(self) -> bool:
         """True when the fit succeeded (``status == "ok"``)."""
         return self.status == "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as plain Python values (JSON-safe; NaN kept as ``float('nan')``)."""
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in asdict(self).items()}
 
 
 # --------------------------------------------------------------------------- validation

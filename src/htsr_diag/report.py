@@ -34,8 +34,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._json import jsonable
-from .explain import explain_labels
+from ._results import Result
+from .explain import LabelExplanation, explain_labels
 
 __all__ = ["RunSummary", "RunReport", "write_report", "check_run_dir", "summarize",
            "representative_checkpoints", "training_inputs", "layer_stream"]
@@ -47,7 +47,7 @@ FIGURES = ("overview", "esd", "shuffled_esd", "baselines")
 
 
 @dataclass(frozen=True)
-class RunSummary:
+class RunSummary(Result):
     """The headline numbers of a run.
 
     Attributes
@@ -87,10 +87,6 @@ class RunSummary:
     layers: list[str]
     status: str
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        return {k: jsonable(getattr(self, k)) for k in self.__dataclass_fields__}
-
     def to_text(self) -> str:
         """A short plain-text summary (what ``summary.txt`` holds)."""
         def fmt_step(s: int | None) -> str:
@@ -121,7 +117,7 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class RunReport:
+class RunReport(Result):
     """Where :func:`write_report` put everything, plus the summary and the labels.
 
     Attributes
@@ -152,12 +148,7 @@ class RunReport:
     steps: np.ndarray = field(repr=False)
     predicted: np.ndarray = field(repr=False)
     from_accuracy: np.ndarray | None = field(repr=False, default=None)
-    explanations: list[Any] = field(repr=False, default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        special = {"summary": self.summary.to_dict(), "explanations": [e.to_dict() for e in self.explanations]}
-        return {k: jsonable(special[k] if k in special else getattr(self, k)) for k in self.__dataclass_fields__}
+    explanations: list[LabelExplanation] = field(repr=False, default_factory=list)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -727,7 +718,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     files["summary_txt"].write_text(summary.to_text() + "\nwhy each checkpoint has its label "
                                     "(alpha, traps and norm ratio of each analysed layer):\n"
                                     + "\n".join(e.text() for e in explanations) + "\n")
-    files["summary_json"].write_text(json.dumps(summary.to_dict(), indent=2))
+    summary.to_json(files["summary_json"], indent=2)
     rows = [(int(steps[i]), "n/a" if not np.isfinite(tr[i]) else f"{tr[i]:.3f}",
              "n/a" if not np.isfinite(te[i]) else f"{te[i]:.3f}", str(predicted[i]),
              "" if from_accuracy is None else str(from_accuracy[i])) for i in range(steps.size)]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._results import Result
 from .exceptions import DegenerateSpectrumWarning
 
 __all__ = ["LossSignature", "loss_signature", "DETRENDS", "METHODS", "MIN_POINTS"]
@@ -32,7 +33,7 @@ WELCH_NPERSEG = 256
 
 
 @dataclass(frozen=True)
-class LossSignature:
+class LossSignature(Result):
     """Hjorth parameters of a detrended loss curve.
 
     Attributes
@@ -69,12 +70,6 @@ class LossSignature:
     method: str
     fs: float = 1.0
     status: str = "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-safe dict (the window as a list, NaN kept as float('nan'))."""
-        d = asdict(self)
-        d["window"] = None if self.window is None else [float(w) for w in self.window]
-        return d
 
 
 def loss_signature(losses: Any, *, steps: Any = None, window: Any = None, detrend: str | None = "linear",
@@ -190,7 +185,7 @@ def _loss_signature_iv(losses: Any, steps: Any, window: Any, detrend: Any, metho
             raise ValueError(f"window must hold at least {MIN_POINTS} points; {window!r} holds {int(keep.sum())} "
                              f"of steps {s[0]:g} to {s[-1]:g}. Widen the window.")
         x = x[keep]
-        win = (window[0], window[1])
+        win = (start, stop)
     if x.size < MIN_POINTS:
         raise ValueError(f"losses must hold at least {MIN_POINTS} points for a spectrum; got {x.size}. "
                          f"Log the loss more often or pass a longer curve.")
