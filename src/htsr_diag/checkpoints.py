@@ -295,6 +295,8 @@ def find_checkpoints(sources: Any, *, steps: Sequence[int] | None = None,
 
     Examples
     --------
+    Skipped: needs a Lightning log folder.
+
     >>> find_checkpoints("lightning_logs/version_0")     # doctest: +SKIP
     [(500, PosixPath('lightning_logs/version_0/checkpoints/epoch=0-step=500.ckpt')), ...]
     """
@@ -379,6 +381,8 @@ def load_model_folder(path: str | os.PathLike) -> dict[str, Any]:
 
     Examples
     --------
+    Skipped: needs an HF Trainer checkpoint folder.
+
     >>> sd = load_model_folder("out/checkpoint-500")     # doctest: +SKIP
     """
     from .layers import load_state_dict

@@ -441,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples
     --------
+    Skipped: needs a model.safetensors file.
+
     >>> main(["analyze", "model.safetensors", "--json"])      # doctest: +SKIP
     """
     parser = build_parser()

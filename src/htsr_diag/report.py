@@ -207,6 +207,8 @@ def training_inputs(run_dir: Any) -> Any:
 
     Examples
     --------
+    Skipped: needs a run folder (``htsr-diag demo`` writes runs/demo/run).
+
     >>> x = training_inputs("runs/demo/run")     # doctest: +SKIP
     >>> x.shape                                  # doctest: +SKIP
     (1000, 784)
@@ -649,6 +651,8 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
 
     Examples
     --------
+    Skipped: needs a run folder (``htsr-diag demo`` writes runs/demo/run).
+
     >>> rep = write_report("runs/demo/run", "runs/demo")      # doctest: +SKIP
     >>> print(rep.summary.to_text())                           # doctest: +SKIP
     """

@@ -431,6 +431,8 @@ def sweep(preset: Any = "fast", grid: Any = None, seeds: Any = (0,), out: str | 
 
     Examples
     --------
+    Skipped: trains eight models for 3,000 steps each.
+
     >>> res = sweep("modular", {"lr": [1e-3, 3e-3], "weight_decay": [0.0, 1.0]}, seeds=(0, 1),
     ...             out="runs/sweep_mod", steps=3000)        # doctest: +SKIP
     >>> res.spearman                                          # doctest: +SKIP

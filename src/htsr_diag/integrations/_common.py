@@ -38,7 +38,7 @@ def record_metrics(record: Any, *, prefix: str = "htsr", per_layer: bool = True)
     --------
     >>> import torch
     >>> from htsr_diag import Monitor
-    >>> mon = Monitor(torch.nn.Sequential(torch.nn.Linear(60, 40)), schedule=[0])
+    >>> mon = Monitor(torch.nn.Sequential(torch.nn.Linear(60, 50)), schedule=[0])
     >>> m = record_metrics(mon.step(0, train_acc=0.5))
     >>> sorted(m)
     ['htsr/alarm', 'htsr/alpha', 'htsr/alpha/0', 'htsr/confidence', 'htsr/n_traps', 'htsr/phase', 'htsr/traps/0']

@@ -78,7 +78,7 @@ class TensorBoardMonitor(Monitor):
     Examples
     --------
     >>> import tempfile, torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 60), torch.nn.ReLU(), torch.nn.Linear(60, 10))
+    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 60), torch.nn.ReLU(), torch.nn.Linear(60, 30))
     >>> with tempfile.TemporaryDirectory() as d:
     ...     mon = TensorBoardMonitor(model, log_dir=d, schedule=[0, 5])
     ...     for step in range(6):

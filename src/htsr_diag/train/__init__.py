@@ -2,6 +2,8 @@
 
 Examples
 --------
+Skipped: trains for minutes on a CPU.
+
 >>> from htsr_diag.train import PRESETS, train
 >>> run = train(PRESETS["fast"], "runs/fast")  # doctest: +SKIP
 """

@@ -137,8 +137,17 @@ def read_idx(path: str | os.PathLike, *, expected_sha256: str | None = None) -> 
 
     Examples
     --------
-    >>> labels = read_idx("../shared/data/mnist/t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
-    >>> labels.shape
+    A three-label file (header: magic ``0 0 8 1``, then the length 3 as a big-endian int32):
+
+    >>> import gzip, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "labels-idx1-ubyte.gz"
+    >>> _ = path.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1])))
+    >>> read_idx(path).tolist()
+    [7, 2, 1]
+
+    The MNIST test labels (skipped: needs the files on disk, see :func:`fetch_mnist`):
+
+    >>> read_idx("../shared/data/mnist/t10k-labels-idx1-ubyte.gz").shape  # doctest: +SKIP
     (10000,)
     """
     path = Path(path)
@@ -240,6 +249,8 @@ def fetch_mnist(dest: str | os.PathLike | None = None, *,
 
     Examples
     --------
+    Skipped: needs the network (or the files already in the cache).
+
     >>> folder = fetch_mnist()  # doctest: +SKIP
     >>> load_mnist(folder).n_train  # doctest: +SKIP
     60000

@@ -613,6 +613,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, device: str | torc
 
     Examples
     --------
+    Skipped: writes a run folder, and even 20 steps take seconds (setting up data and model).
+
     >>> from htsr_diag.train import PRESETS, train, read_metrics
     >>> run = train(PRESETS["fast"].replace(steps=20, data_dir="bundled"), "runs/tiny")  # doctest: +SKIP
     >>> read_metrics(run)[-1]["step"]  # doctest: +SKIP
@@ -652,6 +654,8 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | os.PathLike, *
 
     Examples
     --------
+    Skipped: trains four models and writes their run folders.
+
     >>> from htsr_diag.train import PRESETS, train_ensemble
     >>> cfgs = [PRESETS["fast"].replace(seed=s, weight_decay=wd, steps=20)
     ...         for s in (0, 1) for wd in (0.0, 0.01)]

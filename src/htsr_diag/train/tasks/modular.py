@@ -30,7 +30,7 @@ def modular_pairs(p: int, operation: str = "add") -> tuple[np.ndarray, np.ndarra
     --------
     >>> x, y = modular_pairs(5, "sub")
     >>> x[7].tolist(), int(y[7])
-    [[1, 2, 5], 4]
+    ([1, 2, 5], 4)
     """
     a, b = (g.reshape(-1) for g in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
     if operation == "div":
