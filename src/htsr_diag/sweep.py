@@ -630,7 +630,8 @@ def _draw(out_dir: Path, rows: list[dict], grid: dict, seeds: tuple[int, ...], r
         sel = np.array([r["liu_phase"] == ph for r in rows])
         if sel.any():
             ax.scatter(act[sel], acc[sel], c=LIU_COLORS[ph], label=ph, edgecolors="k", linewidths=0.4)
-    if np.all(act[np.isfinite(act)] > 0) and np.isfinite(act).any():
+    fin = act[np.isfinite(act)]
+    if fin.size and np.all(fin > 0) and fin.max() > 10 * fin.min():  # log axis when it spans a decade
         ax.set_xscale("log")
     n_sig = rows[0]["signature_steps"]
     ax.set_xlabel(f"Hjorth activity of the training loss, steps 0-{n_sig - 1}")
