@@ -103,6 +103,16 @@ def instances(tmp_path_factory) -> dict[str, Result]:
         "RunReport": run,
         "LabelExplanation": run.explanations[0],
     }
+    # the WeightWatcher comparison (htsr_diag.interop), built directly: running WeightWatcher
+    # here would make this fixture need the compare extra (tests/test_interop.py runs it)
+    from htsr_diag.interop import LayerComparison, WeightWatcherComparison
+
+    row = LayerComparison(name="0", type="Conv2d", N=64, M=32, n_eigenvalues=128, N_ww=32, M_ww=64,
+                          n_eigenvalues_ww=128, alpha=3.5, alpha_ww=3.5, xmin=0.2, xmin_ww=0.1, n_traps=0.0,
+                          n_traps_ww=float("nan"), alpha_agrees=True, causes=("swapped-dims", "conv-scale"),
+                          difference="N and M swapped")
+    out["LayerComparison"] = row
+    out["WeightWatcherComparison"] = WeightWatcherComparison(layers=(row,), weightwatcher_version="0.7.7")
     return out
 
 

@@ -32,6 +32,7 @@ from ._seeding import layer_rng, model_entropy
 from ._validation import UNSET, check_bool, is_tensor, renamed
 from .exceptions import DegenerateSpectrumWarning, HTSRWarning, SmallSpectrumWarning
 from .layers import LayerMatrix, LayerSet, SkippedParam, find_layers
+from .interop import WeightWatcherComparison  # noqa: F401 - the type of ModelReport.comparison
 from .spectrum import esd_many
 
 __all__ = ["LayerReport", "ModelReport", "analyze"]
@@ -151,6 +152,9 @@ class ModelReport(Result):
         Whether the trap counts are of the centred shuffled matrix (:func:`analyze` centres
         by default; the field's own default, False, is what a report serialised before the
         field existed holds: those were uncentred).
+    comparison : WeightWatcherComparison or None
+        WeightWatcher's alpha, xmin and traps beside ours, with the causes of the
+        differences (``analyze(..., compare="weightwatcher")``; :mod:`htsr_diag.interop`).
 
     Examples
     --------
@@ -172,6 +176,7 @@ class ModelReport(Result):
     ks: bool = True
     version: str = ""
     center_traps: bool = False
+    comparison: WeightWatcherComparison | None = None
 
     @property
     def names(self) -> list[str]:
@@ -196,6 +201,18 @@ class ModelReport(Result):
         """Total correlation traps over the layers that have a count (NaN if none)."""
         vals = [lr.n_traps for lr in self.layers if not (isinstance(lr.n_traps, float) and math.isnan(lr.n_traps))]
         return float(sum(vals)) if vals else _NAN
+
+    @classmethod
+    def from_weightwatcher(cls, details: Any, *, source: str | None = None) -> "ModelReport":
+        """A report from a saved WeightWatcher details table (a DataFrame or its CSV file).
+
+        The columns map as in :func:`htsr_diag.interop.report_from_weightwatcher`, so that
+        :class:`~htsr_diag.trajectory.Trajectory` and the report tools read runs analysed
+        with WeightWatcher.
+        """
+        from .interop import report_from_weightwatcher
+
+        return report_from_weightwatcher(details, source=source)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelReport":
@@ -345,7 +362,8 @@ def _failed(lm: LayerMatrix, status: str) -> LayerReport:
 
 def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str | Sequence[str] | None = None,
             device: Any = None, rng: Any = 0, all_2d: bool = False,
-            progress: bool | None = None, center_traps: bool = True, center: Any = UNSET) -> ModelReport:
+            progress: bool | None = None, center_traps: bool = True, center: Any = UNSET,
+            compare: str | None = None) -> ModelReport:
     """Analyse every layer of a model: alpha, norms, correlation traps and the KS test vs MP.
 
     Parameters
@@ -382,6 +400,10 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
         WeightWatcher and the study) reports as a trap. Centred is the default of every
         entry point, and what the phase classifier is calibrated on (docs/quantities.md).
         ``center=`` is accepted as an old name, with a FutureWarning.
+    compare : {None, "weightwatcher"}
+        Also run WeightWatcher 0.7.7 on the same layers (``pip install "htsr-diag[compare]"``)
+        and put its alpha, xmin and trap count beside ours, with where and why they differ,
+        in ``report.comparison`` (:func:`htsr_diag.interop.compare_weightwatcher`).
 
     Returns
     -------
@@ -403,6 +425,15 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     >>> [s.name for s in report.skipped]
     ['0.bias', '2.bias']
     """
+    if compare is not None:
+        if compare != "weightwatcher":
+            raise ValueError(f"compare must be None or 'weightwatcher'; got {compare!r}.")
+        from .interop import compare_weightwatcher
+
+        report = analyze(model, randomize=randomize, ks=ks, layers=layers, device=device, rng=rng, all_2d=all_2d,
+                         progress=progress, center_traps=center_traps, center=center)  # the same numbers as without
+        return dataclasses.replace(report, comparison=compare_weightwatcher(model, report, rng=rng, layers=layers,
+                                                                            all_2d=all_2d))
     center_traps = renamed(center, "center", center_traps, "center_traps", True, "analyze")
     randomize, ks = check_bool(randomize, "randomize"), check_bool(ks, "ks")
     center_traps = check_bool(center_traps, "center_traps")

@@ -2,9 +2,10 @@
 
 Sub-commands::
 
-    htsr-diag analyze PATH [--json] [--no-randomize] [--seed S]
-    htsr-diag phases CHECKPOINTS [--plot [FILE]] [--json] [--seed S] [CHECKPOINT OPTIONS]
-    htsr-diag report CHECKPOINTS [--out DIR] [--no-baselines] [--seed S] [--workers N] [CHECKPOINT OPTIONS]
+    htsr-diag analyze PATH [--json] [--no-randomize] [--seed S] [--no-center-traps] [--compare weightwatcher]
+    htsr-diag phases CHECKPOINTS [--plot [FILE]] [--json] [--seed S] [--no-center-traps] [CHECKPOINT OPTIONS]
+    htsr-diag report CHECKPOINTS [--out DIR] [--no-baselines] [--seed S] [--workers N] [--no-center-traps]
+                     [CHECKPOINT OPTIONS]
     htsr-diag demo [--out DIR] [--steps N] [--preset fast] [--device auto|cpu|cuda] [--seed S]
                    [--checkpoints-per-decade K] [--workers N]
     htsr-diag train ...          (see `htsr-diag train --help`)
@@ -121,6 +122,13 @@ def _checkpoint_options(p: argparse.ArgumentParser) -> None:
                    help="metrics column holding the test accuracy, as a fraction (default: test_acc)")
 
 
+def _center_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--center-traps", action=argparse.BooleanOptionalAction, default=True,
+                   help="count the traps of the centred shuffled weights (default; the library's default too). "
+                        "--no-center-traps gives the uncentred count of WeightWatcher and the study, where a "
+                        "layer's non-zero mean counts as a trap")
+
+
 # ----------------------------------------------------------------------------- analyze
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analyze import analyze
@@ -128,9 +136,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     path = _check_model_path(args.path)
     try:
-        report = analyze(path, randomize=not args.no_randomize, rng=args.seed)
+        report = analyze(path, randomize=not args.no_randomize, rng=args.seed, center_traps=args.center_traps,
+                         compare=args.compare)
     except CheckpointError as exc:
         raise CLIError(f"PATH {str(path)!r} could not be read as a checkpoint: {exc}") from exc
+    except ImportError as exc:  # --compare without the extra: the message names it
+        raise CLIError(str(exc)) from exc
     if args.json:
         _out(report.to_json())
         return 0
@@ -148,6 +159,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if skipped:
         _out(f"skipped {len(skipped)} parameter(s): " + ", ".join(
             f"{getattr(s, 'name', s)} ({getattr(s, 'reason', '')})" for s in skipped))
+    if report.comparison is not None:
+        _out("")
+        _out(report.comparison.to_text())
     return 0
 
 
@@ -163,7 +177,7 @@ def _cmd_phases(args: argparse.Namespace) -> int:
     run = Path(source)
     try:
         traj = analyze_checkpoints(source, rng=args.seed, progress=None, steps_from=args.steps_from,
-                                   train_acc=args.train_acc, test_acc=args.test_acc)
+                                   train_acc=args.train_acc, test_acc=args.test_acc, center_traps=args.center_traps)
     except ValueError as exc:
         if "column" not in str(exc) and "metrics" not in str(exc):
             raise
@@ -263,7 +277,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     pool = _executor(args.workers)
     try:
         rep = write_report(run, args.out, baselines=not args.no_baselines, executor=pool, rng=args.seed,
-                           steps_from=args.steps_from, train_acc=args.train_acc, test_acc=args.test_acc)
+                           steps_from=args.steps_from, train_acc=args.train_acc, test_acc=args.test_acc,
+                           center_traps=args.center_traps)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -338,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--no-randomize", action="store_true", help="skip traps and the KS test (alpha only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    _center_option(p)
+    p.add_argument("--compare", choices=["weightwatcher"], default=None,
+                   help="also run WeightWatcher 0.7.7 on the same layers and print its alpha, xmin and traps "
+                        "beside ours, with where and why they differ (needs pip install \"htsr-diag[compare]\")")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("phases", help="phase label of every checkpoint of a run or checkpoint folder",
@@ -350,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save a plot (default CHECKPOINTS/phases.png)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    _center_option(p)
     _checkpoint_options(p)
     p.set_defaults(func=_cmd_phases)
 
@@ -362,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip the four baseline metrics")
     p.add_argument("--workers", type=_positive_steps, default=1, help="processes analysing checkpoints (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    _center_option(p)
     _checkpoint_options(p)
     p.set_defaults(func=_cmd_report)
 
