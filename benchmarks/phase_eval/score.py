@@ -13,10 +13,11 @@ user would (``analyze_checkpoints(DIR, rng=0)``: centred traps, the library's de
 labelled by these classifiers, all in causal mode (each label uses only the checkpoints up
 to it; with patience 1 the offline labels are the same):
 
-- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v6: grokking onset
-  from the smaller layer stable rank at 0.85 x its value at fitting, or every layer's norm at
-  0.85 x its norm at fitting; anti rule "either", 2 traps, norm gate 1.5 x; adopted by the rule
-  written in ``v6_preregistration.md``);
+- ``default``: ``PhaseClassifier(causal=True)`` with its documented defaults (v6 when the
+  committed results were made: grokking onset from the smaller layer stable rank at 0.85 x its
+  value at fitting, or every layer's norm at 0.85 x its norm at fitting; anti rule "either", 2
+  traps, norm gate 1.5 x; adopted by the rule written in ``v6_preregistration.md``; v7 since
+  acdb68e);
 - ``fitted-onset``: ``.fit(..., params=["grok_ratio"])`` on the runs whose role is ``tuning``
   (seed 0) only: the grokking-onset threshold calibrated, the anti-grokking rule as in theory;
 - ``fitted-all``: ``.fit(...)`` of every threshold on the same tuning runs;
@@ -56,6 +57,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from rulesets import classifier as ruleset  # noqa: E402
+
 #: Columns of the committed per-run trajectory tables (the full trajectory is cached as JSON under runs/).
 TABLE_COLUMNS = ("step", "name", "N", "M", "alpha", "alpha_std", "xmin", "n_tail", "lambda_max", "frobenius_norm",
                  "stable_rank", "n_traps", "trap_threshold", "sigma_mp", "ks_statistic", "ks_pvalue", "status",
@@ -132,18 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         xs, ys = [t for t, _ in tuning], [y for _, y in tuning]
         classifiers["fitted-onset"] = PhaseClassifier(causal=True).fit(xs, ys, params=["grok_ratio"])
         classifiers["fitted-all"] = PhaseClassifier(causal=True).fit(xs, ys)
-    # v2 (frozen at commit 360ae1e, default until v3 was adopted by the rule of v3_preregistration.md)
-    classifiers["v2"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="both", min_traps=1, norm_ratio=1.0,
-                                        shrink_ratio=None)
-    # v3 (adopted by v3_preregistration.md; replaced by v4, the default, by v4_preregistration.md)
-    classifiers["v3"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.0,
-                                        shrink_ratio=None)
-    # v4 (adopted by v4_preregistration.md; replaced by v5, the default, by v5_preregistration.md)
-    classifiers["v4"] = PhaseClassifier(causal=True, onset="alpha", anti_rule="either", min_traps=2, norm_ratio=1.5,
-                                        shrink_ratio=None)
-    # v5 (adopted by v5_preregistration.md) and the v6 candidate (v6_preregistration.md), written out
-    classifiers["v5"] = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=None)
-    classifiers["v6"] = PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85)
+    # the earlier defaults, each written out in full in rulesets.py (commit and pre-registration beside each)
+    for version in ("v2", "v3", "v4", "v5", "v6"):
+        classifiers[version] = ruleset(version, causal=True)
     fitted = {k: v.thresholds_ for k, v in classifiers.items() if k.startswith("fitted")}
     (RESULTS / "fitted_v2.json").write_text(json.dumps(fitted, indent=2) + "\n")
 

@@ -47,6 +47,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))  # rulesets.py
 #: Per-checkpoint layer features the classifier reads, and the trajectory-table column of each.
 LAYER_COLUMNS = {"layer_alpha": "alpha", "layer_n_traps": "n_traps", "layer_norm": "frobenius_norm",
                  "layer_stable_rank": "stable_rank"}
@@ -153,21 +154,15 @@ def score_one(clf, table: dict) -> dict:
 def classifiers(names: list[str]) -> dict:
     from htsr_diag import PhaseClassifier
 
-    known = {
-        # the library's default (v6 at the zoo pre-registration; v7 since zoo_candidate_preregistration.md)
-        "default": PhaseClassifier(causal=True),
-        "v6": PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85,
-                              alpha_anti=2.0, min_traps=2, anti_rule="either", norm_ratio=1.5,
-                              gate_base="first", alpha_fit_min=None),
-        # the candidate of zoo_candidate_preregistration.md
-        "v7": PhaseClassifier(causal=True, onset="stable_rank", grok_ratio=0.85, shrink_ratio=0.85,
-                              alpha_anti=2.0, min_traps=2, anti_rule="either", norm_ratio=1.5,
-                              gate_base="fit", alpha_fit_min=3.0),
-    }
+    from rulesets import RULESETS, classifier
+
+    # "default": the library's default (v6 at the zoo pre-registration; v7 since
+    # zoo_candidate_preregistration.md); every version of rulesets.py by its name
+    known = ["default", *RULESETS]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"--rules: unknown rule(s) {unknown}; known: {sorted(known)}")
-    return {n: known[n] for n in names}
+        raise SystemExit(f"--rules: unknown rule(s) {unknown}; known: {known}")
+    return {n: PhaseClassifier(causal=True) if n == "default" else classifier(n, causal=True) for n in names}
 
 
 def load_run(entry: dict, cache_dir: Path):

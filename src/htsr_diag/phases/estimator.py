@@ -157,9 +157,9 @@ class PhaseClassifier:
         at least this: a layer that fell from a random-like spectrum to a heavy tail after
         the fit. A layer already heavy-tailed at the fit (the 128x128 matrices and embeddings
         of a small transformer sit at alpha 1.5-2.5 from the start and generalise) keeps only
-        its trap signal. None: every layer's alpha counts (v6 and earlier). 3.0 is inside the
-        flat range 2.5-4.0 on the runs it was chosen on; adopted with ``gate_base="fit"`` as
-        "v7" by a rule pre-registered before the fresh runs that judged it (docs/phases.md).
+        its trap signal. None: every layer's alpha counts. 3.0 is inside the flat range 2.5-4.0
+        on the runs it was chosen on (docs/phases.md has the runs and the pre-registered rule
+        that judged it).
     norm_ratio : float or None, default 1.5
         A layer's over-fitting signature counts only while its Frobenius norm is at least
         this multiple of its reference norm (``gate_base``). None: no norm gate. 1.5 lies
@@ -170,8 +170,7 @@ class PhaseClassifier:
         (the initialisation, when the sequence starts at step 0), or its norm when the
         training set was first fitted (median of that checkpoint and the two before it;
         needs the training accuracy, else the first checkpoints are used). "fit" asks whether
-        the layer kept growing after the fit, whatever the first checkpoint is ("first" is
-        v6 and earlier).
+        the layer kept growing after the fit, whatever the first checkpoint is.
     patience : int, default 1
         Consecutive checkpoints a rule must hold before its phase is entered.
     use_train_acc : bool, default True
