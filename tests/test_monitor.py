@@ -330,3 +330,47 @@ def test_an_analysis_without_any_finite_feature_is_unknown(caplog):
     assert seen == [(PRE, ANTI, 9)] and mon.alarm_step == 9 and mon.phase == ANTI
     assert np.isfinite(rec.confidence)
     assert ["anti-grokking began at step 9" in r.getMessage() for r in caplog.records] == [True]
+
+
+def _layer(name, shape, alpha, n_traps, norm, srank):
+    from htsr_diag.analyze import LayerReport
+
+    n, m = max(shape), min(shape)
+    return LayerReport(name=name, type="Linear", shape=shape, N=n, M=m, Q=n / m, n_slices=1, n_eigenvalues=m,
+                       alpha=alpha, n_traps=n_traps, frobenius_norm=norm, stable_rank=srank)
+
+
+def test_monitor_labels_equal_the_causal_predict_over_a_long_run(monkeypatch):
+    # 300 analyses whose features go through all three phases (the stable rank falls after the
+    # fit, then a layer grows, gets traps and a heavy tail): the Monitor's running labels and
+    # confidences are those of PhaseClassifier(causal=True).predict / .confidence on the same
+    # features, computed once at the end. The Monitor keeps one growing feature table
+    # (FeatureRows) rather than re-reading its history; this checks that nothing is lost.
+    from htsr_diag.analyze import ModelReport
+
+    n = 300
+    t = np.arange(n)
+    g = np.random.default_rng(0)
+    acc = np.clip(0.3 + t / 60, 0, 1.0)
+    srank = np.where(t < 80, 40.0, 40.0 - 0.2 * (t - 80)).clip(5) + g.normal(0, 0.3, n)
+    norm1 = 10.0 + np.where(t < 200, 0.0, 0.2 * (t - 200))
+    alpha1 = np.where(t < 230, 4.5, 1.6) + g.normal(0, 0.05, n)
+    traps1 = np.where(t < 220, 0, 3)
+    reports = [ModelReport(layers=[_layer("fc1", (200, 784), float(alpha1[i]), int(traps1[i]), float(norm1[i]),
+                                          float(srank[i])),
+                                   _layer("fc2", (200, 200), 4.0 + 0.01 * g.normal(), 0, 8.0, 30.0)],
+                           skipped=[], center_traps=True) for i in range(n)]
+    it = iter(reports)
+    monkeypatch.setattr(analyze_module, "analyze", lambda *a, **k: next(it))
+    mon = Monitor(_model(), schedule=1)
+    for i in range(n):
+        mon.step(i, train_acc=float(acc[i]))
+    clf = PhaseClassifier(causal=True)
+    feats = [clf.report_features(r, train_acc=float(a)) for r, a in zip(reports, acc)]
+    for i, f in enumerate(feats):
+        f["step"] = float(i)
+    offline = clf.predict(feats)
+    assert [r.phase for r in mon.history] == offline.tolist()
+    assert set(offline.tolist()) == set(PHASES)  # all three phases reached (else less is tested)
+    np.testing.assert_allclose([r.confidence for r in mon.history], clf.confidence(feats), rtol=1e-12)
+    assert mon.alarm_step == int(np.flatnonzero(offline == ANTI)[0])

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ._results import Result
-from ._validation import check_positive_int, check_rng, is_tensor
+from ._validation import check_bool, check_positive_int, check_rng, is_tensor
 from .layers import find_layers, load_state_dict
 
 __all__ = [
@@ -419,8 +419,7 @@ def l2_norm(model: Any, *, include_bias: bool = True) -> L2Norm:
     """
     import torch.nn as nn
 
-    if not isinstance(include_bias, (bool, np.bool_)):
-        raise TypeError(f"include_bias must be True or False; got {include_bias!r}.")
+    include_bias = check_bool(include_bias, "include_bias")
     src = _weights(model, "l2_norm")
     if isinstance(src, nn.Module):
         items = list(src.named_parameters())  # named_parameters() yields a tied parameter once

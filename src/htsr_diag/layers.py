@@ -42,7 +42,7 @@ from typing import Any, Collection, Iterator, Mapping
 import numpy as np
 
 from ._results import Result
-from ._validation import is_tensor
+from ._validation import check_bool, is_tensor
 from .exceptions import CheckpointError
 from .spectrum import matrix_dims
 
@@ -457,8 +457,7 @@ def find_layers(source: Any, *, include: Any = None, exclude: Any = None, types:
             raise ValueError("source is already a LayerSet: include, exclude, types and all_2d cannot be "
                              "applied to it. Call find_layers on the model itself with these options.")
         return source
-    if not isinstance(all_2d, (bool, np.bool_)):
-        raise TypeError(f"all_2d must be True or False; got {all_2d!r}.")
+    all_2d = check_bool(all_2d, "all_2d")
     from ._validation import check_positive_int
 
     min_eigenvalues = check_positive_int(min_eigenvalues, "min_eigenvalues")

@@ -357,11 +357,9 @@ def layer_stream(rng: int, step: int, name: str) -> np.random.Generator:
     -------
     numpy.random.Generator (a fresh one per call)
     """
-    from .analyze import _layer_rng
+    from ._seeding import layer_stream as stream
 
-    seq = np.random.SeedSequence(int(rng), spawn_key=(int(step),))
-    entropy = int(np.random.default_rng(seq.spawn(2)[0]).integers(0, 2**63))
-    return _layer_rng(entropy, name)
+    return stream(int(rng), int(step), name)
 
 
 def _check_source(source: Any, steps_from: str | None) -> tuple[Path, dict[int, Path], bool]:
@@ -406,7 +404,7 @@ def _spectral_figures(paths: dict[int, Path], trajectory: Any, reps: dict[str, i
     from .plot import plot_esd, plot_shuffled_esd
     from .powerlaw import layer_alpha
     from .spectrum import esd
-    from .traps import correlation_traps, randomized_esd
+    from .traps import correlation_traps
 
     steps = np.asarray(trajectory.steps)
     rows = list(reps.items())
@@ -431,8 +429,8 @@ def _spectral_figures(paths: dict[int, Path], trajectory: Any, reps: dict[str, i
             plot_esd(ev, fit=layer_alpha(ev), ax=ax_e[r, c], title=title)
             ax_e[r, c].legend(fontsize=7)
             center = bool(getattr(trajectory.reports[i], "center_traps", False))
-            shuffled = randomized_esd(W, rng=layer_stream(rng, step, name), center=center)
-            traps = correlation_traps(W, rng=layer_stream(rng, step, name), center=center)
+            traps = correlation_traps(W, rng=layer_stream(rng, step, name), center_traps=center)
+            shuffled = traps.shuffled_eigenvalues  # the shuffle the traps were counted on
             scale = traps.scale if math.isfinite(traps.scale) and traps.scale > 0 else float(np.mean(shuffled))
             plot_shuffled_esd(shuffled / scale, q=traps.q, sigma=traps.sigma, edge=traps.bulk_edge / scale,
                               threshold=traps.threshold / scale, n_traps=traps.n_traps, ax=ax_s[r, c],
@@ -607,7 +605,8 @@ def _html(summary: RunSummary, figures: Mapping[str, Path], files: Mapping[str, 
 def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = None,
                  classifier: Any = None, baselines: bool = True, executor: Any = None,
                  rng: int = 0, progress: bool | None = None, steps_from: str | None = None,
-                 train_acc: str | None = None, test_acc: str | None = None) -> RunReport:
+                 train_acc: str | None = None, test_acc: str | None = None,
+                 center_traps: bool = True) -> RunReport:
     """Analyse a run folder (or any folder or glob of checkpoints) and write its report.
 
     Parameters
@@ -635,6 +634,10 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     steps_from, train_acc, test_acc : str, optional
         Passed to :func:`~htsr_diag.trajectory.analyze_checkpoints`: a regular expression for
         the steps in the checkpoint names; the metrics columns holding the accuracies.
+    center_traps : bool, default True
+        Count the traps of the centred shuffled weights (passed to ``analyze_checkpoints``;
+        the default of every entry point, docs/quantities.md). The figures redraw the
+        shuffles as the trajectory counted them (centred or not, read from each report).
 
     Returns
     -------
@@ -663,6 +666,9 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
         raise ValueError("write_report needs run_dir (a run folder) or trajectory=...; got neither.")
     if isinstance(rng, bool) or not isinstance(rng, numbers.Integral) or rng < 0:
         raise TypeError(f"rng must be a non-negative int seed; got {rng!r}.")
+    from ._validation import check_bool
+
+    center_traps = check_bool(center_traps, "center_traps")
     if classifier is not None and not isinstance(classifier, PhaseClassifier):
         raise TypeError(f"classifier must be a htsr_diag.PhaseClassifier; got {type(classifier).__name__}.")
     if trajectory is not None and not (hasattr(trajectory, "steps") and hasattr(trajectory, "feature")):
@@ -690,7 +696,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
             logger.info("%s is not a run folder of the trainer: no training inputs, no baselines", run_dir)
         trajectory = analyze_checkpoints(run_path if Path(str(run_dir)).is_dir() else str(run_dir), inputs=inputs,
                                          executor=executor, rng=rng, progress=progress, steps_from=steps_from,
-                                         train_acc=train_acc, test_acc=test_acc)
+                                         train_acc=train_acc, test_acc=test_acc, center_traps=center_traps)
     if classifier is None:
         classifier = PhaseClassifier()
     causal = PhaseClassifier(**{**classifier.get_params(), "causal": True})

@@ -150,6 +150,10 @@ class TrapReport(Result):
         Whether the mean of W was subtracted before shuffling.
     status : str
         "ok" or why the fields are NaN.
+    shuffled_eigenvalues : ndarray, shape (n_shuffles * n_slices * M,)
+        Every pooled shuffled eigenvalue, ascending, in the same units: what
+        :func:`randomized_esd` returns for the same ``rng``, so a plot of the shuffled
+        spectrum reuses the shuffle the traps were counted on instead of drawing another.
     """
 
     n_traps: int | float
@@ -174,6 +178,7 @@ class TrapReport(Result):
     large_entry_values: np.ndarray
     centered: bool
     status: str
+    shuffled_eigenvalues: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
 
 @dataclass(frozen=True)
@@ -363,7 +368,8 @@ def randomized_esd(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
 
 
 # --------------------------------------------------------------------------- analysis
-def _nan_report(W: Any, n_shuffles: int, false_alarm: float, center: bool, status: str) -> TrapReport:
+def _nan_report(W: Any, n_shuffles: int, false_alarm: float, center: bool, status: str,
+                pooled: np.ndarray) -> TrapReport:
     n, m, q = matrix_dims(W.shape[:2])
     warnings.warn(f"correlation traps: {status}; fields are NaN.", DegenerateSpectrumWarning, stacklevel=4)
     nan = float("nan")
@@ -373,7 +379,7 @@ def _nan_report(W: Any, n_shuffles: int, false_alarm: float, center: bool, statu
         n_slices=len(matrix_slices(W)), n_shuffles=n_shuffles, counts=np.empty(0, dtype=np.int64),
         false_alarm=false_alarm, entry_threshold=nan, n_large_entries=nan,
         large_entry_index=np.empty((0, W.ndim), dtype=np.int64), large_entry_values=np.empty(0),
-        centered=center, status=status)
+        centered=center, status=status, shuffled_eigenvalues=pooled)
 
 
 def _large_entries(W: Any, threshold: float, max_entries: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -407,11 +413,11 @@ def _analyze(W: Any, spectra: list[np.ndarray], n_shuffles: int, false_alarm: fl
     pooled = np.sort(np.concatenate(spectra))
     scale = float(pooled.mean())
     if not scale > 0.0:
-        return _nan_report(W, n_shuffles, false_alarm, center, "all-zero matrix"), None
+        return _nan_report(W, n_shuffles, false_alarm, center, "all-zero matrix", pooled), None
     x = pooled / scale
     sigma, _, status = _fit_sigma(x, q, m)
     if status != "ok":
-        return _nan_report(W, n_shuffles, false_alarm, center, status), None
+        return _nan_report(W, n_shuffles, false_alarm, center, status, pooled), None
     bulk_edge = mp_edges(q, sigma)[1]
     tw_scale = tracy_widom_scale(n, m, sigma)[1] / n  # same units as x
     tail = -math.expm1(math.log1p(-false_alarm) / n_slices)  # Sidak over the slices of a shuffle
@@ -430,7 +436,7 @@ def _analyze(W: Any, spectra: list[np.ndarray], n_shuffles: int, false_alarm: fl
         max_eigenvalue=float(pooled[-1]), sigma=sigma, scale=scale, q=q, n=n, m=m,
         n_slices=n_slices, n_shuffles=n_shuffles, counts=counts, false_alarm=false_alarm,
         entry_threshold=entry_threshold, n_large_entries=n_large, large_entry_index=index,
-        large_entry_values=values, centered=center, status="ok")
+        large_entry_values=values, centered=center, status="ok", shuffled_eigenvalues=pooled)
     return report, x
 
 
