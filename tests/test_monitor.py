@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import seeded_mlp
 from htsr_diag.exceptions import MissingTrainAccWarning, NoFeatureWarning
 from htsr_diag.monitor import Monitor, MonitorRecord, log_schedule
 from htsr_diag.phases import ANTI, PHASES, PRE, PhaseClassifier
@@ -21,8 +22,7 @@ analyze_module = importlib.import_module("htsr_diag.analyze")
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(64, 60), torch.nn.ReLU(), torch.nn.Linear(60, 10))
+    return seeded_mlp(64, 60, 10, seed=seed)
 
 
 def _data(seed: int = 0):

@@ -901,13 +901,13 @@ def test_a_nan_model_is_unknown_not_pre_grokking():
     # The issue: analyze() of a model with NaN weights gives NaN rows, which were labelled pre-grokking
     # without a word. Real reports of a small MLP (both layers at least 50 wide).
     import torch
+    from conftest import seeded_mlp
 
     from htsr_diag.analyze import analyze
     from htsr_diag.exceptions import DegenerateSpectrumWarning
     from htsr_diag.trajectory import Trajectory
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(100, 60), torch.nn.ReLU(), torch.nn.Linear(60, 60))
+    model = seeded_mlp(100, 60, 60)
     ok = analyze(model, rng=0, center_traps=True)
     with torch.no_grad():
         for p in model.parameters():

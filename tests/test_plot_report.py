@@ -222,12 +222,9 @@ def test_write_report_out_dir_is_a_file(report, tmp_path):
 
 # ----------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A real 300-step run of the reference MLP (a few seconds on CPU)."""
-    from htsr_diag.train import PRESETS, train
-
-    cfg = PRESETS["fast"].replace(steps=300, checkpoints_per_decade=3, seed=0)
-    return Path(train(cfg, tmp_path_factory.mktemp("run") / "fast300"))
+def run_dir(fast_run_300) -> Path:
+    """A real 300-step run of the reference MLP (conftest; shared with test_alarm_figure)."""
+    return fast_run_300
 
 
 @pytest.fixture(scope="module")

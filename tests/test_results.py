@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import htsr_diag
+from conftest import seeded_mlp
 from htsr_diag import (ModelReport, Monitor, Trajectory, activation_sparsity, analyze, circuit_complexity,
                        correlation_traps, ks_trap_test, l2_norm, layer_alpha, loss_signature, weight_entropy,
                        write_report)
@@ -63,8 +64,7 @@ def _no_constants(text: str):
 
 # ----------------------------------------------------------------------------- one real instance per type
 def _mlp(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(64, 60), torch.nn.ReLU(), torch.nn.Linear(60, 30))
+    return seeded_mlp(64, 60, 30, seed=seed)
 
 
 def _heavy(seed: int = 0) -> np.ndarray:

@@ -134,7 +134,7 @@ def test_checkpoint_schedule():
 def test_run_folder_contract_and_loss_decreases(tmp_path):
     run = train(SMALL.replace(steps=300), tmp_path / "run", progress=False)
     cfg = json.loads((run / "config.json").read_text())
-    assert set(cfg) == set(SMALL.to_dict()) | {"htsr_diag_version"}
+    assert set(cfg) == set(SMALL.to_dict()) | {"htsr_diag_version", "htsr_diag_env"}
     rows = read_metrics(run)
     assert [r["step"] for r in rows] == checkpoint_steps(300, 4).tolist()
     assert set(rows[0]) == {"step", "train_loss", "train_acc", "test_loss", "test_acc", "l2_norm", "wall_time"}

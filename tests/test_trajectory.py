@@ -18,12 +18,9 @@ from htsr_diag.trajectory import METRIC_NAMES, Trajectory, analyze_checkpoints
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A real run of the trainer: the reference MLP, 30 steps, checkpoints 0, 1, 3, 10, 30."""
-    from htsr_diag.train import PRESETS, train
-
-    cfg = PRESETS["fast"].replace(steps=30, checkpoints_per_decade=2, seed=0, data_dir="bundled")
-    return Path(train(cfg, tmp_path_factory.mktemp("run") / "fast300"))
+def run_dir(fast_run_30) -> Path:
+    """A real run of the trainer: the reference MLP, 30 steps, checkpoints 0, 1, 3, 10, 30 (conftest)."""
+    return fast_run_30
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import seeded_mlp  # noqa: E402
 from htsr_diag import Monitor, SmallSpectrumWarning, analyze, analyze_checkpoints, layer_alpha  # noqa: E402
 
 
 def _mlp(seed: int = 0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(100, 60), torch.nn.ReLU(), torch.nn.Linear(60, 60), torch.nn.ReLU(),
-                               torch.nn.Linear(60, 10), torch.nn.ReLU(), torch.nn.Linear(10, 8))
+    """100-60-60-10-8: layers '4' (10 eigenvalues) and '6' (8) are small."""
+    return seeded_mlp(100, 60, 60, 10, 8, seed=seed)
 
 
 def _small(record):

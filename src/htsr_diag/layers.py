@@ -207,13 +207,15 @@ def _load_torch(p: Path) -> Any:
     try:
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc)
+        msg = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", str(exc))  # torch's message has ANSI bold
         if "weights_only" in msg or "Weights only load failed" in msg or "GLOBAL" in msg:
+            found = [ln.strip() for ln in msg.splitlines() if "Unsupported global" in ln or "GLOBAL" in ln]
             raise CheckpointError(
                 f"refusing to load {str(p)!r}: its pickle needs to run code (a class or function "
                 f"other than tensors and plain containers), which could execute anything. "
                 f"htsr_diag loads with torch.load(weights_only=True) only. Re-save the weights with "
-                f"torch.save(model.state_dict(), path) or safetensors. Details: {msg.splitlines()[0]}") from exc
+                f"torch.save(model.state_dict(), path) or safetensors. "
+                f"Details: {(found or msg.splitlines())[0]}") from exc
         raise CheckpointError(f"{str(p)!r} is not a PyTorch checkpoint (unpickling failed: {msg.splitlines()[0]}).") from exc
     except Exception as exc:  # RuntimeError (bad zip), EOFError (truncated), ...
         raise CheckpointError(f"cannot read {str(p)!r} as a PyTorch checkpoint ({type(exc).__name__}: "

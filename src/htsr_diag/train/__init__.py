@@ -20,8 +20,11 @@ from .data import (
 )
 from .model import MLP
 from .tasks import build_model, task_data
+from .environment import run_environment
 from .trainer import (
     noisy_labels,
+    CorruptMetricsWarning,
+    RunLockedError,
     TrainingDivergedError,
     checkpoint_steps,
     list_checkpoints,
@@ -34,6 +37,7 @@ from .trainer import (
 )
 
 __all__ = [
+    "CorruptMetricsWarning",
     "MLP",
     "MNIST",
     "PRESETS",
@@ -48,6 +52,8 @@ __all__ = [
     "read_idx",
     "read_metrics",
     "resolve_device",
+    "run_environment",
+    "RunLockedError",
     "stratified_indices",
     "stratified_subset",
     "train",

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import itertools
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,6 +24,20 @@ from .config import PRESETS, TrainConfig
 __all__ = ["add_parser", "configs_from_args", "run", "main"]
 
 logger = logging.getLogger(__name__)
+
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+def plain(message: object) -> str:
+    """``str(message)`` without ANSI terminal escapes (colour, bold), e.g. from torch's errors.
+
+    Examples
+    --------
+    >>> plain("\x1b[1mbold\x1b[0m text")
+    'bold text'
+    """
+    return _ANSI.sub("", str(message))
 
 
 def _int(text: str) -> int:
@@ -43,6 +58,28 @@ def _list(conv: Callable[[str], Any]) -> Callable[[str], list]:
         except (ValueError, argparse.ArgumentTypeError) as exc:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list; got {text!r} ({exc})") from None
     return parse
+
+
+def _sweep(conv: Callable[[str], Any]) -> Callable[[str], list]:
+    """A sweep list: at least one value, none twice (each would train the same run again)."""
+    def parse(text: str) -> list:
+        values = _list(conv)(text)
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one value (e.g. 0,1,2); got {text!r}. "
+                                             f"Leave the option out to use the preset's value.")
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise argparse.ArgumentTypeError(f"expected distinct values; got {text!r}, which lists "
+                                             f"{', '.join(map(str, twice))} more than once. Remove the duplicates.")
+        return values
+    return parse
+
+
+def _positive(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
 
 
 def _pair(conv: Callable[[str], Any]) -> Callable[[str], tuple]:
@@ -95,9 +132,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                default=None, choices=_CHOICES.get(f.name),
                                help=f"default from the preset (paper: {getattr(PRESETS['paper'], f.name)!r})")
     sweep = p.add_argument_group("sweeps (one batched ensemble; the product of the lists)")
-    sweep.add_argument("--seeds", type=_list(_int), default=None, help="e.g. 0,1,2")
-    sweep.add_argument("--lrs", type=_list(float), default=None, help="e.g. 1e-3,5e-3")
-    sweep.add_argument("--weight-decays", type=_list(float), default=None, help="e.g. 0,0.01")
+    sweep.add_argument("--seeds", type=_sweep(_int), default=None, help="e.g. 0,1,2 (distinct)")
+    sweep.add_argument("--lrs", type=_sweep(float), default=None, help="e.g. 1e-3,5e-3 (distinct)")
+    sweep.add_argument("--weight-decays", type=_sweep(float), default=None, help="e.g. 0,0.01 (distinct)")
     run_group = p.add_argument_group("execution")
     run_group.add_argument("--no-resume", dest="resume", action="store_false",
                            help="fail if --out already holds a run instead of resuming it")
@@ -105,7 +142,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            help="always draw the progress bar (default: only on a terminal)")
     run_group.add_argument("--no-progress", dest="progress", action="store_false")
     # SUPPRESS: an unset sub-command option must not overwrite `htsr-diag --threads N train`.
-    run_group.add_argument("--threads", type=_int, default=argparse.SUPPRESS,
+    run_group.add_argument("--threads", type=_positive, default=argparse.SUPPRESS,
                            help="torch CPU threads (same as the global --threads)")
     run_group.add_argument("--compile", action="store_true", help="torch.compile the step (experimental)")
     run_group.add_argument("--download", action="store_true",
@@ -117,8 +154,8 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                if f.name != "preset" and getattr(args, f.name, None) is not None}
     base = PRESETS[args.preset].replace(**changes)
-    seeds = args.seeds or [base.seed]
-    lrs = args.lrs or [base.lr]
+    seeds = args.seeds if args.seeds is not None else [base.seed]
+    lrs = args.lrs if args.lrs is not None else [base.lr]
     wds = args.weight_decays if args.weight_decays is not None else [base.weight_decay]
     if args.seeds is None and args.lrs is None and args.weight_decays is None:
         return [base]
@@ -130,12 +167,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .data import load_mnist
-    from .trainer import TrainingDivergedError, train, train_ensemble
+    from .trainer import RunLockedError, TrainingDivergedError, train, train_ensemble
 
     try:
         configs = configs_from_args(args)
     except (TypeError, ValueError) as exc:
-        print(f"htsr-diag train: error: {exc}", file=sys.stderr)
+        print(f"htsr-diag train: error: {plain(exc)}", file=sys.stderr)
         return 2
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
@@ -150,10 +187,10 @@ def run(args: argparse.Namespace) -> int:
                                   compile=args.compile)
             print("\n".join(str(d) for d in dirs))
     except TrainingDivergedError as exc:
-        print(f"htsr-diag train: {exc}", file=sys.stderr)
+        print(f"htsr-diag train: {plain(exc)}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"htsr-diag train: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, OSError, RunLockedError) as exc:
+        print(f"htsr-diag train: error: {plain(exc)}", file=sys.stderr)
         return 2
     return 0
 

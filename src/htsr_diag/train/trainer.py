@@ -9,20 +9,25 @@ against an independent single-model loop (``nn.Module`` + autograd + ``torch.opt
 Run folder (docs/architecture.md)::
 
     RUN/config.json  RUN/metrics.jsonl  RUN/checkpoints/step_000001234.safetensors
-    RUN/state/resume.safetensors        (params + AdamW moments + step; for resuming)
+    RUN/state/resume.safetensors        (params + AdamW moments + step + config hash; for resuming)
+    RUN/.train.lock                     (held by the one trainer writing the folder)
 
 Every file is written to a temporary name, flushed, fsynced and renamed, so a kill never
 leaves a half-written checkpoint under a final name; ``metrics.jsonl`` is rewritten on resume
-without the lines past the resumed step.
+without the lines past the resumed step (a damaged line is set aside in
+``metrics.corrupt.jsonl`` with a warning, never dropped silently).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,8 +36,10 @@ import numpy as np
 import torch
 
 from .._progress import Progress
+from ..exceptions import HTSRWarning
 from .config import TrainConfig
 from .data import MNIST, POOL_PER_CLASS, load_mnist, stratified_indices, training_pool
+from .environment import run_environment
 from .model import PARAM_NAMES, init_mlp_params
 
 __all__ = [
@@ -46,6 +53,8 @@ __all__ = [
     "training_subset",
     "noisy_labels",
     "TrainingDivergedError",
+    "RunLockedError",
+    "CorruptMetricsWarning",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +68,16 @@ _EVAL_CHUNK = 2500             # test images per evaluation chunk
 
 class TrainingDivergedError(RuntimeError):
     """The loss or the weights became NaN/Inf; everything saved before is kept."""
+
+
+class RunLockedError(RuntimeError):
+    """Another trainer holds the run folder's lock file (``.train.lock``): two writers would
+    interleave their metrics and checkpoints."""
+
+
+class CorruptMetricsWarning(HTSRWarning):
+    """A line of ``metrics.jsonl`` could not be read (not JSON, or no integer ``step``); on
+    resume it is set aside in ``metrics.corrupt.jsonl`` with its line number."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -121,25 +140,54 @@ def _json_line(d: dict) -> str:
     return json.dumps(d, allow_nan=True) + "\n"
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The metrics log of a run folder: one dict per evaluation, sorted by step.
+def _scan_metrics(path: Path) -> tuple[dict[int, dict], list[tuple[int, str]]]:
+    """Rows by step and the damaged lines ``(line number from 1, text)`` of a metrics file.
 
-    A partial last line (a run killed while writing) is skipped; a repeated step keeps its
-    last line. Returns ``[]`` when the file does not exist.
+    A last line without its newline is a write cut short by a kill: skipped, not damaged.
     """
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
     rows: dict[int, dict] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
+    bad: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for no, line in enumerate(fh, 1):
             if not line.endswith("\n"):
                 continue  # partial write
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+                step = row["step"]
+                if isinstance(step, float) and step.is_integer():
+                    step = int(step)
+                if not isinstance(step, int) or isinstance(step, bool):
+                    raise TypeError(f"step {step!r} is not an integer")
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                if line.strip():
+                    bad.append((no, line.rstrip("\n")))
+                    logger.debug("metrics line %d of %s: %s", no, path, exc)
                 continue
-            rows[int(row["step"])] = row
+            rows[step] = row
+    return rows, bad
+
+
+def _warn_corrupt(path: Path, bad: list[tuple[int, str]], where: str, stacklevel: int = 3) -> None:
+    nos = [no for no, _ in bad]
+    warnings.warn(f"{path}: {len(bad)} damaged line(s) (line number(s) {nos}, not JSON with an integer "
+                  f"'step') {where}; the metrics of those evaluations are lost unless repaired by hand.",
+                  CorruptMetricsWarning, stacklevel=stacklevel)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The metrics log of a run folder: one dict per evaluation, sorted by step.
+
+    A partial last line (a run killed while writing) is skipped; a repeated step keeps its
+    last line; any other line that is not JSON with an integer ``step`` is skipped with a
+    :class:`CorruptMetricsWarning` naming its line number. Returns ``[]`` when the file does
+    not exist.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows, bad = _scan_metrics(path)
+    if bad:
+        _warn_corrupt(path, bad, "were skipped")
     return [rows[k] for k in sorted(rows)]
 
 
@@ -486,9 +534,23 @@ def _check_compatible(configs: Sequence[TrainConfig]) -> None:
                              f"differ only in seed, data_seed, lr, weight_decay, label_noise, decoder_lr "
                              f"and decoder_weight_decay; train the others "
                              f"as a separate ensemble.")
+    seen: dict[str, int] = {}
+    for r, c in enumerate(configs):
+        key = json.dumps(_result_fields([c]), sort_keys=True)
+        if key in seen:
+            raise ValueError(f"ensemble members must differ; members {seen[key]} and {r} have the same config "
+                             f"(seed {c.seed}, lr {c.lr}, weight_decay {c.weight_decay}), so both would train "
+                             f"the same run. Remove the duplicate (e.g. a seed or value listed twice).")
+        seen[key] = r
 
 
 # --------------------------------------------------------------------------- run folders
+#: Config fields that do not enter the resume state's config hash: ``preset`` is a label, and
+#: ``device``, ``steps`` and ``data_dir`` may change on resume (docs/training.md).
+_HASH_EXEMPT = ("preset", "device", "steps", "data_dir")
+_LOCK_FILE = ".train.lock"
+
+
 def _config_diff(saved: dict, cfg: TrainConfig) -> dict:
     """Fields (other than device, steps, data_dir) where a saved config differs: name -> (saved, new)."""
     old = TrainConfig.from_dict(saved).to_dict()
@@ -496,25 +558,133 @@ def _config_diff(saved: dict, cfg: TrainConfig) -> dict:
             if k not in ("device", "steps", "data_dir") and old.get(k) != v}
 
 
-def _write_config(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
+def _result_fields(configs: Sequence[TrainConfig]) -> list[dict]:
+    return [{k: v for k, v in c.to_dict().items() if k not in _HASH_EXEMPT} for c in configs]
+
+
+def _config_hash(configs: Sequence[TrainConfig]) -> str:
+    """SHA-256 (first 16 hex digits) of the members' fields that change results, in order."""
+    blob = json.dumps(_result_fields(configs), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``; a damaged file raises ``ValueError`` naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): the {what} is damaged. Restore it from a "
+                         f"copy, delete it (the resume state carries its config hash, so rerunning the "
+                         f"same options still resumes), or train in a new out_dir / --out folder.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object (the {what}); got {type(data).__name__}. Restore "
+                         f"it, delete it, or train in a new out_dir / --out folder.")
+    return data
+
+
+@contextlib.contextmanager
+def _run_lock(folders: Sequence[Path]):
+    """Hold an exclusive ``fcntl.flock`` on ``FOLDER/.train.lock`` of every folder, or raise
+    :class:`RunLockedError`. Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    import platform
+    handles = []
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / _LOCK_FILE
+            fh = open(path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip()
+                fh.close()
+                by = f" by {holder}" if holder else ""
+                raise RunLockedError(
+                    f"{folder} is being written by another trainer ({path} is locked{by}); two writers "
+                    f"would duplicate metrics.jsonl lines and checkpoints. Wait for it to finish (rerun "
+                    f"then to resume or extend the run), or train in another out_dir / --out folder.") from None
+            except OSError as exc:  # pragma: no cover - a file system without flock
+                logger.warning("cannot lock %s (%s); nothing stops a second trainer on this folder", path, exc)
+            else:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+                fh.flush()
+            handles.append(fh)
+        yield
+    finally:
+        for fh in handles:
+            fh.close()  # closing releases the flock
+
+
+def _check_config(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | None:
+    """The saved ``config.json`` (None when absent) after checking it matches ``cfg``."""
     path = run_dir / "config.json"
-    new = dict(cfg.to_dict(), htsr_diag_version=_version())
-    if path.is_file():
-        if not resume:
-            raise ValueError(f"out_dir {run_dir} already holds a run (config.json); pass resume=True to "
-                             f"continue it or choose a new folder.")
-        diff = _config_diff(json.loads(path.read_text()), cfg)
-        if diff:
-            raise ValueError(f"out_dir {run_dir} holds a run with a different config "
-                             f"(field: (saved, requested)) {diff}; choose a new folder to train this config.")
-    _atomic_write_bytes(path, (json.dumps(new, indent=2) + "\n").encode())
+    if not path.is_file():
+        return None
+    if not resume:
+        raise ValueError(f"out_dir {run_dir} already holds a run (config.json); pass resume=True to "
+                         f"continue it or choose a new folder.")
+    saved = _read_json(path, "run's config")
+    try:
+        diff = _config_diff(saved, cfg)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a valid trainer config ({exc}). Restore it, delete it, or train "
+                         f"in a new out_dir / --out folder.") from None
+    if diff:
+        raise ValueError(f"out_dir {run_dir} holds a run with a different config "
+                         f"(field: (saved, requested)) {diff}; choose a new folder to train this config.")
+    return saved
+
+
+def _write_config(run_dir: Path, cfg: TrainConfig, saved: dict | None, env: dict, step: int,
+                  training: bool) -> None:
+    """Write ``config.json``: the config, the version and ``htsr_diag_env``, the environment of
+    every training session that differed from the one before (``from_step`` = where it began)."""
+    history = saved.get("htsr_diag_env") if saved else None
+    history = list(history) if isinstance(history, list) else []
+    if not history or training and {k: v for k, v in history[-1].items() if k != "from_step"} != env:
+        history.append({"from_step": step, **env})
+    new = dict(cfg.to_dict(), htsr_diag_version=_version(), htsr_diag_env=history)
+    _atomic_write_bytes(run_dir / "config.json", (json.dumps(new, indent=2) + "\n").encode())
+
+
+def _check_environment(saved: dict | None, env: dict, run_dir: Path, step: int) -> None:
+    """Log a warning when a resumed run trains on with another thread count, torch or device."""
+    history = saved.get("htsr_diag_env") if saved else None
+    if step == 0 or not isinstance(history, list) or not history or not isinstance(history[-1], dict):
+        return
+    from .environment import RESULT_KEYS
+    last = history[-1]
+    changed = {k: (last.get(k), env.get(k)) for k in RESULT_KEYS if last.get(k) != env.get(k)}
+    if changed:
+        logger.warning("resuming %s at step %d with a different environment (before, now) %s: the steps "
+                       "from here are not bit-identical to an uninterrupted run (docs/training.md)",
+                       run_dir, step, changed)
 
 
 def _truncate_metrics(run_dir: Path, upto: int) -> None:
-    rows = [r for r in read_metrics(run_dir) if r["step"] <= upto]
+    """Rewrite ``metrics.jsonl`` without the rows past ``upto``; damaged lines are appended to
+    ``metrics.corrupt.jsonl`` (line number and text) with a :class:`CorruptMetricsWarning`."""
     path = run_dir / "metrics.jsonl"
-    if path.exists() or rows:
-        _atomic_write_bytes(path, "".join(_json_line(r) for r in rows).encode())
+    if not path.exists():
+        return
+    rows, bad = _scan_metrics(path)
+    if bad:
+        aside = run_dir / "metrics.corrupt.jsonl"
+        with open(aside, "a", encoding="utf-8") as fh:
+            for no, text in bad:
+                fh.write(_json_line({"line": no, "text": text, "resumed_at_step": upto}))
+            fh.flush()
+            os.fsync(fh.fileno())
+        _warn_corrupt(path, bad, f"were moved to {aside}")
+    _atomic_write_bytes(path, "".join(_json_line(rows[k]) for k in sorted(rows) if k <= upto).encode())
 
 
 def _append_metrics(run_dir: Path, row: dict) -> None:
@@ -533,9 +703,10 @@ def _clean_tmp(folder: Path) -> None:
                 pass
 
 
-def _save_state(state_dir: Path, eng: _Engine, wall: float) -> None:
+def _save_state(state_dir: Path, eng: _Engine, wall: float, configs: Sequence[TrainConfig]) -> None:
     meta = {"step": str(eng.step), "wall_time": repr(wall), "n_members": str(eng.R),
-            "htsr_diag_version": _version()}
+            "htsr_diag_version": _version(), "config_hash": _config_hash(configs),
+            "config": json.dumps(_result_fields(configs), sort_keys=True)}
     tensors = {"params": eng.params.cpu().contiguous(), "exp_avg": eng.exp_avg.cpu().contiguous(),
                "exp_avg_sq": eng.exp_avg_sq.cpu().contiguous()}
     cur, prev = state_dir / _STATE_FILE, state_dir / _STATE_PREV
@@ -550,17 +721,48 @@ def _save_state(state_dir: Path, eng: _Engine, wall: float) -> None:
     os.replace(tmp, cur)
 
 
-def _load_state(state_dir: Path, eng: _Engine) -> float | None:
-    """Restore the newest readable state; returns the saved wall time, or None when none."""
+def _state_mismatch(path: Path, meta: dict, configs: Sequence[TrainConfig]) -> str | None:
+    """Why the state at ``path`` belongs to another config (None when it matches or predates hashes)."""
+    saved_hash = meta.get("config_hash")
+    new_hash = _config_hash(configs)
+    if saved_hash is None or saved_hash == new_hash:
+        return None
+    try:
+        old = json.loads(meta.get("config", "[]"))
+    except json.JSONDecodeError:
+        old = []
+    new = _result_fields(configs)
+    if len(old) != len(new):
+        diff: object = {"members": (len(old), len(new))}
+    else:
+        diff = {(f"member {r}: " if len(new) > 1 else "") + k: (o.get(k), v)
+                for r, (o, n) in enumerate(zip(old, new)) for k, v in n.items() if o.get(k) != v}
+    return (f"the resume state {path} was trained with another config: its config hash is {saved_hash}, "
+            f"this run's is {new_hash} (fields that differ, (saved, requested): {diff}). Resuming would mix "
+            f"two configs in one run. Train this config in a new out_dir / --out folder, or rerun with the "
+            f"options the saved run used.")
+
+
+def _load_state(state_dir: Path, eng: _Engine, configs: Sequence[TrainConfig]) -> float | None:
+    """Restore the newest readable state; returns the saved wall time, or None when none.
+
+    Raises ``ValueError`` when the state was written by a config with another hash."""
     st = _require_safetensors()
+    from safetensors import safe_open
     for name in (_STATE_FILE, _STATE_PREV):
         path = state_dir / name
         if not path.is_file():
             continue
         try:
-            from safetensors import safe_open
             with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata()
+                meta = f.metadata() or {}
+        except Exception as exc:
+            logger.warning("ignoring unreadable resume state %s (%s)", path, exc)
+            continue
+        why = _state_mismatch(path, meta, configs)
+        if why:
+            raise ValueError(why)
+        try:
             tensors = st.load_file(str(path))
             if tuple(tensors["params"].shape) != tuple(eng.params.shape) or tensors["params"].dtype != eng.dtype:
                 raise ValueError(f"shape {tuple(tensors['params'].shape)} / dtype {tensors['params'].dtype}")
@@ -623,8 +825,9 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, device: str | torc
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (e.g. PRESETS['fast']); got {type(config).__name__}.")
     out = Path(out_dir)
-    _run([config], [out], out / "state", device=device, progress=progress, resume=resume,
-         callback=callback, compile=compile)
+    with _run_lock([out]):
+        _run([config], [out], out / "state", device=device, progress=progress, resume=resume,
+             callback=callback, compile=compile)
     return out
 
 
@@ -665,44 +868,77 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | os.PathLike, *
     _check_compatible(configs)
     out = Path(out_dir)
     dirs = [out / f"member_{r:02d}" for r in range(len(configs))]
-    out.mkdir(parents=True, exist_ok=True)
+    with _run_lock([out, *dirs]):
+        write_list = _check_ensemble(out, dirs, configs, resume)
+        _run(configs, dirs, out / "state", device=device, progress=progress, resume=resume,
+             callback=callback, compile=compile, on_ready=write_list)
+    return dirs
+
+
+def _check_ensemble(out: Path, dirs: list[Path], configs: list[TrainConfig],
+                    resume: bool) -> Callable[[], None]:
+    """Check ``out/ensemble.json`` against the members (when resuming); returns its writer."""
     ens_path = out / "ensemble.json"
     members = [{"dir": d.name, "config": c.to_dict()} for d, c in zip(dirs, configs)]
     if ens_path.is_file() and resume:
-        old = json.loads(ens_path.read_text()).get("members", [])
-        same = [m["dir"] for m in old] == [m["dir"] for m in members] and not any(
-            _config_diff(m["config"], c) for m, c in zip(old, configs))
+        old = _read_json(ens_path, "ensemble's member list").get("members", [])
+        try:
+            same = [m["dir"] for m in old] == [m["dir"] for m in members] and not any(
+                _config_diff(m["config"], c) for m, c in zip(old, configs))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{ens_path} is not a valid ensemble file ({exc!r}). Restore it, delete it, "
+                             f"or train in a new out_dir / --out folder.") from None
         if not same:
             raise ValueError(f"out_dir {out} holds an ensemble with other members or configs; choose a "
                              f"new folder to train this ensemble.")
     elif ens_path.is_file() and not resume:
         raise ValueError(f"out_dir {out} already holds an ensemble (ensemble.json); pass resume=True "
                          f"to continue it or choose a new folder.")
-    _atomic_write_bytes(ens_path, (json.dumps({"htsr_diag_version": _version(), "members": members},
-                                              indent=2) + "\n").encode())
-    _run(configs, dirs, out / "state", device=device, progress=progress, resume=resume,
-         callback=callback, compile=compile)
-    return dirs
+    data = (json.dumps({"htsr_diag_version": _version(), "members": members}, indent=2) + "\n").encode()
+    return lambda: _atomic_write_bytes(ens_path, data)
 
 
 def _run(configs: list[TrainConfig], dirs: list[Path], state_dir: Path, *, device, progress,
-         resume: bool, callback, compile: bool) -> None:
+         resume: bool, callback, compile: bool, on_ready: Callable[[], None] | None = None) -> None:
+    """Validate the folders, configs and resume state, then write the configs (and call
+    ``on_ready``) and train; nothing is written before every check has passed."""
     _check_compatible(configs)
     c0 = configs[0]
     dev = resolve_device(device if device is not None else c0.device)
     dtype = c0.torch_dtype
-    # ---- folders and configs (validated before any training)
+    n_train = 10 * c0.n_train_per_class
+    if c0.task == "mnist" and c0.batch_size > n_train:
+        raise ValueError(f"batch_size must be at most the training-set size (10 classes x "
+                         f"n_train_per_class {c0.n_train_per_class} = {n_train}); got {c0.batch_size}. "
+                         f"A larger batch would repeat images within a step; lower batch_size or raise "
+                         f"n_train_per_class.")
+    # ---- folders and configs (validated before anything is written)
+    saved = []
     for d, c in zip(dirs, configs):
         d.mkdir(parents=True, exist_ok=True)
         (d / "checkpoints").mkdir(exist_ok=True)
         _clean_tmp(d / "checkpoints")
         _clean_tmp(d)
-        _write_config(d, c, resume)
+        saved.append(_check_config(d, c, resume))
     state_dir.mkdir(parents=True, exist_ok=True)
     _clean_tmp(state_dir)
     with torch.no_grad():
         eng = _make_engine(configs, dev, dtype)
-        wall0 = _load_state(state_dir, eng) if resume else None
+        wall0 = _load_state(state_dir, eng, configs) if resume else None
+        if wall0 is not None and eng.step > c0.steps:
+            before = saved[0].get("steps") if saved[0] else None
+            had = f" (its config.json has steps={before})" if before is not None else ""
+            raise ValueError(f"steps must be at least the step the run in {state_dir.parent} has reached: "
+                             f"it is at step {eng.step}{had}; got steps={c0.steps}. A run cannot be shortened. "
+                             f"Rerun with steps >= {eng.step} to keep or extend it, use its checkpoints up to "
+                             f"step {c0.steps} as they are, or train in a new out_dir / --out folder.")
+        env = run_environment(dev)
+        if eng.step < c0.steps:  # a finished run trains nothing, so its environment record stays
+            _check_environment(saved[0], env, state_dir.parent, eng.step)
+        if on_ready is not None:
+            on_ready()
+        for d, c, s in zip(dirs, configs, saved):
+            _write_config(d, c, s, env, eng.step, eng.step < c0.steps)
         if wall0 is None:
             wall0 = 0.0
             for d in dirs:
@@ -755,7 +991,7 @@ def _loop(eng, configs, dirs, state_dir: Path, wall0: float, progress, callback)
                                      eng.member_state(r), meta)
             row = {"step": eng.step, **{k: float(v[r]) for k, v in m.items()}, "wall_time": wall}
             _append_metrics(d, row)
-        _save_state(state_dir, eng, wall)
+        _save_state(state_dir, eng, wall, configs)
         return f"train_acc={np.mean(m['train_acc']):.3f} test_acc={np.mean(m['test_acc']):.3f}"
 
     with Progress(c0.steps, desc, enabled=progress) as bar:
