@@ -16,7 +16,7 @@ pytest.importorskip("matplotlib")
 from htsr_diag.cli import main  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("overview.png", "esd.png", "shuffled_esd.png", "baselines.png")
+FIGURES = ("overview.png", "esd.png", "shuffled_esd.png", "baselines.png", "alarm_esd.png")
 
 
 @pytest.fixture(scope="module")

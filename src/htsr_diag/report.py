@@ -11,6 +11,7 @@ writes into ``out_dir``::
     esd.png              (2) ESD + power-law fit at one checkpoint per phase
     shuffled_esd.png     (3) shuffled ESD + MP fit, edge and traps at the same checkpoints
     baselines.png        (4) l2 norm, activation sparsity, weight entropy, circuit complexity
+    alarm_esd.png        (5) ESD and shuffled ESD (traps marked) at the checkpoint the alarm fired
     trajectory.csv       one row per checkpoint x layer
     trajectory.json      the Trajectory (Trajectory.from_json reads it back)
     phases.csv           step, accuracies, mean alpha, traps, onset ratio, norm shrink, both labels, confidence
@@ -34,20 +35,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._results import Result
-from .explain import LabelExplanation, explain_labels
+from ._json import jsonable
+from .explain import explain_labels
 
 __all__ = ["RunSummary", "RunReport", "write_report", "check_run_dir", "summarize",
-           "representative_checkpoints", "training_inputs", "layer_stream"]
+           "representative_checkpoints", "training_inputs", "layer_stream", "alarm_figure"]
 
 logger = logging.getLogger(__name__)
 
 _PHASES = ("pre-grokking", "grokking", "anti-grokking")
-FIGURES = ("overview", "esd", "shuffled_esd", "baselines")
+FIGURES = ("overview", "esd", "shuffled_esd", "baselines", "alarm_esd")
 
 
 @dataclass(frozen=True)
-class RunSummary(Result):
+class RunSummary:
     """The headline numbers of a run.
 
     Attributes
@@ -87,6 +88,10 @@ class RunSummary(Result):
     layers: list[str]
     status: str
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field."""
+        return {k: jsonable(getattr(self, k)) for k in self.__dataclass_fields__}
+
     def to_text(self) -> str:
         """A short plain-text summary (what ``summary.txt`` holds)."""
         def fmt_step(s: int | None) -> str:
@@ -117,7 +122,7 @@ class RunSummary(Result):
 
 
 @dataclass(frozen=True)
-class RunReport(Result):
+class RunReport:
     """Where :func:`write_report` put everything, plus the summary and the labels.
 
     Attributes
@@ -148,7 +153,12 @@ class RunReport(Result):
     steps: np.ndarray = field(repr=False)
     predicted: np.ndarray = field(repr=False)
     from_accuracy: np.ndarray | None = field(repr=False, default=None)
-    explanations: list[LabelExplanation] = field(repr=False, default_factory=list)
+    explanations: list[Any] = field(repr=False, default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field."""
+        special = {"summary": self.summary.to_dict(), "explanations": [e.to_dict() for e in self.explanations]}
+        return {k: jsonable(special[k] if k in special else getattr(self, k)) for k in self.__dataclass_fields__}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -207,8 +217,6 @@ def training_inputs(run_dir: Any) -> Any:
 
     Examples
     --------
-    Skipped: needs a run folder (``htsr-diag demo`` writes runs/demo/run).
-
     >>> x = training_inputs("runs/demo/run")     # doctest: +SKIP
     >>> x.shape                                  # doctest: +SKIP
     (1000, 784)
@@ -357,9 +365,11 @@ def layer_stream(rng: int, step: int, name: str) -> np.random.Generator:
     -------
     numpy.random.Generator (a fresh one per call)
     """
-    from ._seeding import layer_stream as stream
+    from .analyze import _layer_rng
 
-    return stream(int(rng), int(step), name)
+    seq = np.random.SeedSequence(int(rng), spawn_key=(int(step),))
+    entropy = int(np.random.default_rng(seq.spawn(2)[0]).integers(0, 2**63))
+    return _layer_rng(entropy, name)
 
 
 def _check_source(source: Any, steps_from: str | None) -> tuple[Path, dict[int, Path], bool]:
@@ -404,7 +414,7 @@ def _spectral_figures(paths: dict[int, Path], trajectory: Any, reps: dict[str, i
     from .plot import plot_esd, plot_shuffled_esd
     from .powerlaw import layer_alpha
     from .spectrum import esd
-    from .traps import correlation_traps
+    from .traps import correlation_traps, randomized_esd
 
     steps = np.asarray(trajectory.steps)
     rows = list(reps.items())
@@ -429,8 +439,8 @@ def _spectral_figures(paths: dict[int, Path], trajectory: Any, reps: dict[str, i
             plot_esd(ev, fit=layer_alpha(ev), ax=ax_e[r, c], title=title)
             ax_e[r, c].legend(fontsize=7)
             center = bool(getattr(trajectory.reports[i], "center_traps", False))
-            traps = correlation_traps(W, rng=layer_stream(rng, step, name), center_traps=center)
-            shuffled = traps.shuffled_eigenvalues  # the shuffle the traps were counted on
+            shuffled = randomized_esd(W, rng=layer_stream(rng, step, name), center=center)
+            traps = correlation_traps(W, rng=layer_stream(rng, step, name), center=center)
             scale = traps.scale if math.isfinite(traps.scale) and traps.scale > 0 else float(np.mean(shuffled))
             plot_shuffled_esd(shuffled / scale, q=traps.q, sigma=traps.sigma, edge=traps.bulk_edge / scale,
                               threshold=traps.threshold / scale, n_traps=traps.n_traps, ax=ax_s[r, c],
@@ -447,6 +457,82 @@ def _spectral_figures(paths: dict[int, Path], trajectory: Any, reps: dict[str, i
     return {"esd": _save(fig_e, out_dir / "esd.png"), "shuffled_esd": _save(fig_s, out_dir / "shuffled_esd.png")}
 
 
+def alarm_figure(paths: Mapping[int, Any], trajectory: Any, step: int | None, layers: Sequence[str],
+                 rng: int = 0) -> Any:
+    """Figure (5): the ESD and the shuffled ESD of each layer at the alarm checkpoint, traps marked.
+
+    One row per layer: left, the ESD of W^T W with its power-law fit; right, the ESD of the
+    element-wise shuffled W (the same shuffles as the trajectory, via :func:`layer_stream`)
+    with the Marchenko-Pastur fit, its bulk edge, the trap threshold and every trap (the
+    shuffled eigenvalues above the threshold) as a red cross; the panel titles give the trap
+    count and alpha the trajectory holds for that checkpoint.
+
+    Parameters
+    ----------
+    paths : mapping step -> checkpoint path
+    trajectory : Trajectory
+    step : int or None
+        The alarm step (``RunSummary.alarm_step``); None draws a panel saying the alarm did
+        not fire.
+    layers : sequence of str
+    rng : int
+        The seed the trajectory was analysed with.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from .plot import plot_esd, plot_shuffled_esd
+    from .powerlaw import layer_alpha
+    from .spectrum import esd
+    from .traps import correlation_traps, randomized_esd
+
+    steps = np.asarray(trajectory.steps) if trajectory is not None else np.empty(0, int)
+    hits = np.flatnonzero(steps == step) if step is not None else np.empty(0, int)
+    source = paths.get(int(step)) if step is not None else None
+    if not hits.size or source is None:
+        fig, ax = plt.subplots(figsize=(6.0, 1.6))
+        ax.axis("off")
+        why = ("the anti-grokking alarm did not fire" if step is None
+               else f"weights of the alarm checkpoint (step {int(step):,}) not available")
+        ax.text(0.5, 0.5, f"No alarm spectra: {why}.", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    i = int(hits[0])
+    step = int(step)
+    report = trajectory.reports[i]
+    center = bool(getattr(report, "center_traps", True))
+    rows = {r.name: r for r in report.layers}
+    weights = _layer_weights(source, list(layers))
+    names = [n for n in layers if n in weights] or list(layers)[:1]
+    fig, axes = plt.subplots(len(names), 2, figsize=(9.0, 3.3 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        W = weights.get(name)
+        ax_e, ax_s = axes[r]
+        if W is None:
+            for ax in (ax_e, ax_s):
+                ax.text(0.5, 0.5, "weights not available", ha="center", va="center", transform=ax.transAxes)
+            continue
+        row = rows.get(name)
+        alpha = float(getattr(row, "alpha", np.nan)) if row is not None else np.nan
+        n_traj = getattr(row, "n_traps", np.nan) if row is not None else np.nan
+        ev = esd(W)
+        plot_esd(ev, fit=layer_alpha(ev), ax=ax_e, title=f"{name}, step {step:,}: ESD, alpha {alpha:.2f}")
+        ax_e.legend(fontsize=7)
+        shuffled = randomized_esd(W, rng=layer_stream(rng, step, name), center_traps=center)
+        traps = correlation_traps(W, rng=layer_stream(rng, step, name), center_traps=center)
+        scale = traps.scale if math.isfinite(traps.scale) and traps.scale > 0 else float(np.mean(shuffled))
+        plot_shuffled_esd(shuffled / scale, q=traps.q, sigma=traps.sigma, edge=traps.bulk_edge / scale,
+                          threshold=traps.threshold / scale, n_traps=traps.n_traps, ax=ax_s,
+                          title=f"{name}, step {step:,}: shuffled ESD, {n_traj:g} trap(s)")
+        ax_s.legend(fontsize=7)
+    fig.suptitle(f"At the anti-grokking alarm (step {step:,}): ESD and shuffled ESD; red crosses are the "
+                 f"correlation traps", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def _plot_layers(trajectory: Any, min_dim: int = 50) -> list[str]:
     names = list(trajectory.layer_names)
     keep = [n for n in names if np.nanmax(trajectory.feature("min_dim", n)) >= min_dim]
@@ -454,7 +540,7 @@ def _plot_layers(trajectory: Any, min_dim: int = 50) -> list[str]:
 
 
 def _make_figures(trajectory: Any, predicted: np.ndarray, from_accuracy: np.ndarray | None,
-                  paths: dict[int, Path], out_dir: Path, rng: int) -> dict[str, Path]:
+                  paths: dict[int, Path], out_dir: Path, rng: int, alarm_step: int | None = None) -> dict[str, Path]:
     from .plot import figure_baselines, figure_overview, use_agg
 
     use_agg()
@@ -480,6 +566,8 @@ def _make_figures(trajectory: Any, predicted: np.ndarray, from_accuracy: np.ndar
             base[k] = v
     figures["baselines"] = _save(figure_baselines(steps, base, from_accuracy=from_accuracy),
                                  out_dir / "baselines.png")
+    figures["alarm_esd"] = _save(alarm_figure(paths, trajectory, alarm_step, _plot_layers(trajectory), rng),
+                                 out_dir / "alarm_esd.png")
     return {k: figures[k] for k in FIGURES}
 
 
@@ -519,6 +607,10 @@ _CAPTIONS = {
                     "its bulk edge (dashed) and the Tracy-Widom trap threshold (dotted); crosses are traps.",
     "baselines": "(4) The competing metrics over training: l2 norm, activation sparsity, absolute weight "
                  "entropy and approximate circuit complexity.",
+    "alarm_esd": "(5) At the checkpoint where the anti-grokking alarm fired: each layer's ESD with its power-law "
+                 "fit (left) and the ESD of its element-wise shuffled weights (right) with the Marchenko-Pastur "
+                 "fit, bulk edge (dashed) and trap threshold (dotted); red crosses are the correlation traps, "
+                 "as many as the trajectory counts for that checkpoint.",
 }
 
 
@@ -605,8 +697,7 @@ def _html(summary: RunSummary, figures: Mapping[str, Path], files: Mapping[str, 
 def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = None,
                  classifier: Any = None, baselines: bool = True, executor: Any = None,
                  rng: int = 0, progress: bool | None = None, steps_from: str | None = None,
-                 train_acc: str | None = None, test_acc: str | None = None,
-                 center_traps: bool = True) -> RunReport:
+                 train_acc: str | None = None, test_acc: str | None = None) -> RunReport:
     """Analyse a run folder (or any folder or glob of checkpoints) and write its report.
 
     Parameters
@@ -634,10 +725,6 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     steps_from, train_acc, test_acc : str, optional
         Passed to :func:`~htsr_diag.trajectory.analyze_checkpoints`: a regular expression for
         the steps in the checkpoint names; the metrics columns holding the accuracies.
-    center_traps : bool, default True
-        Count the traps of the centred shuffled weights (passed to ``analyze_checkpoints``;
-        the default of every entry point, docs/quantities.md). The figures redraw the
-        shuffles as the trajectory counted them (centred or not, read from each report).
 
     Returns
     -------
@@ -654,8 +741,6 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
 
     Examples
     --------
-    Skipped: needs a run folder (``htsr-diag demo`` writes runs/demo/run).
-
     >>> rep = write_report("runs/demo/run", "runs/demo")      # doctest: +SKIP
     >>> print(rep.summary.to_text())                           # doctest: +SKIP
     """
@@ -666,9 +751,6 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
         raise ValueError("write_report needs run_dir (a run folder) or trajectory=...; got neither.")
     if isinstance(rng, bool) or not isinstance(rng, numbers.Integral) or rng < 0:
         raise TypeError(f"rng must be a non-negative int seed; got {rng!r}.")
-    from ._validation import check_bool
-
-    center_traps = check_bool(center_traps, "center_traps")
     if classifier is not None and not isinstance(classifier, PhaseClassifier):
         raise TypeError(f"classifier must be a htsr_diag.PhaseClassifier; got {type(classifier).__name__}.")
     if trajectory is not None and not (hasattr(trajectory, "steps") and hasattr(trajectory, "feature")):
@@ -696,7 +778,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
             logger.info("%s is not a run folder of the trainer: no training inputs, no baselines", run_dir)
         trajectory = analyze_checkpoints(run_path if Path(str(run_dir)).is_dir() else str(run_dir), inputs=inputs,
                                          executor=executor, rng=rng, progress=progress, steps_from=steps_from,
-                                         train_acc=train_acc, test_acc=test_acc, center_traps=center_traps)
+                                         train_acc=train_acc, test_acc=test_acc)
     if classifier is None:
         classifier = PhaseClassifier()
     causal = PhaseClassifier(**{**classifier.get_params(), "causal": True})
@@ -712,7 +794,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     from_accuracy = _finite_labels(steps, tr, te)
     summary = summarize(trajectory, predicted, from_accuracy, alarm_step)
 
-    figures = _make_figures(trajectory, predicted, from_accuracy, paths, out, int(rng))
+    figures = _make_figures(trajectory, predicted, from_accuracy, paths, out, int(rng), alarm_step)
     table = classifier.features(trajectory)
     evidence = classifier.evidence(trajectory)
     explanations = explain_labels(evidence, table, predicted, from_accuracy, rules=classifier.rules())
@@ -728,7 +810,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     files["summary_txt"].write_text(summary.to_text() + "\nwhy each checkpoint has its label "
                                     "(alpha, traps and norm ratio of each analysed layer):\n"
                                     + "\n".join(e.text() for e in explanations) + "\n")
-    summary.to_json(files["summary_json"], indent=2)
+    files["summary_json"].write_text(json.dumps(summary.to_dict(), indent=2))
     rows = [(int(steps[i]), "n/a" if not np.isfinite(tr[i]) else f"{tr[i]:.3f}",
              "n/a" if not np.isfinite(te[i]) else f"{te[i]:.3f}", str(predicted[i]),
              "" if from_accuracy is None else str(from_accuracy[i])) for i in range(steps.size)]
