@@ -12,7 +12,7 @@ import pytest
 
 import htsr_diag
 from htsr_diag import LIU_PHASES
-from htsr_diag.sweep import SweepResult, parse_grid, sweep
+from htsr_diag.sweep import TABLE_COLUMNS, SweepResult, parse_grid, sweep
 from htsr_diag.train import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,6 +110,7 @@ def test_table_and_figures(serial):
     assert len(res.rows) == 4 and len(res.timings) == 2           # 4 runs, 2 ensembles of 2
     assert [(r["lr"], r["weight_decay"]) for r in res.rows] == [(1e-3, 0.0), (1e-3, 0.1), (5e-3, 0.0), (5e-3, 0.1)]
     for r in res.rows:
+        assert list(r) == ["lr", "weight_decay", *TABLE_COLUMNS]
         assert r["liu_phase"] in LIU_PHASES
         assert r["weight_final"] in ("pre-grokking", "grokking", "anti-grokking")
         assert r["weight_phases"].startswith(f"{r['weight_final']}@") or ">" in r["weight_phases"]
