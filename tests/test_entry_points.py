@@ -137,3 +137,27 @@ def test_the_model_tells_centred_from_uncentred_counts(checkpoint):
     assert uncentred == cli == _per_layer(traj.reports[0].layers)[1] == EXPECTED_UNCENTRED
     assert _per_layer(record.report.layers)[1] == EXPECTED_UNCENTRED
     assert traj.reports[0].center_traps is False and record.report.center_traps is False
+
+
+def test_an_old_trajectory_without_the_field_loads_and_warns(checkpoint):
+    # Trajectories serialised before ModelReport had center_traps were uncentred: they still
+    # load, read as uncentred, and the classifier says its calibration is on centred counts.
+    from htsr_diag.phases import PhaseClassifier
+
+    folder, _, _ = checkpoint
+    ctx = _quiet()
+    try:
+        traj = analyze_checkpoints(folder)
+    finally:
+        ctx.__exit__(None, None, None)
+    old = traj.to_dict()
+    for report in old["reports"]:
+        del report["center_traps"]
+    back = Trajectory.from_dict(json.loads(json.dumps(old)))
+    assert back.reports[0].center_traps is False
+    assert [lay.n_traps for lay in back.reports[0].layers] == [lay.n_traps for lay in traj.reports[0].layers]
+    with pytest.warns(UserWarning, match="uncentred shuffled weights"):
+        PhaseClassifier(use_train_acc=False).features(back)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PhaseClassifier(use_train_acc=False).features(traj)  # centred (the default): no warning

@@ -253,6 +253,18 @@ def test_nonzero_mean_is_a_trap_unless_centered():
     assert correlation_traps(W).n_traps == 0 and correlation_traps(W).centered
 
 
+def test_the_report_carries_the_shuffled_spectrum_it_counted():
+    # one shuffle for traps, KS and plots: the pooled shuffled eigenvalues of the TrapReport are
+    # exactly what randomized_esd draws from the same seed, and the traps are those above threshold
+    W, _ = _planted((80, 120), 3)
+    for center_traps in (True, False):
+        r = correlation_traps(W, rng=5, center_traps=center_traps)
+        np.testing.assert_array_equal(r.shuffled_eigenvalues, randomized_esd(W, rng=5, center_traps=center_traps))
+        np.testing.assert_array_equal(r.trap_eigenvalues, r.shuffled_eigenvalues[r.shuffled_eigenvalues / r.scale
+                                                                                 > r.threshold / r.scale])
+    assert r.shuffled_eigenvalues.size == r.n_shuffles * r.m
+
+
 def test_center_is_the_old_name_of_center_traps():
     W = np.random.default_rng(0).uniform(0.0, 1.0, (200, 200))
     for fn in (correlation_traps, randomized_analysis, ks_trap_test, randomized_esd):
