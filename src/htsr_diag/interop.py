@@ -27,6 +27,9 @@ cause               what WeightWatcher does
                     ``false_alarm``, centred by default
 ``near-tie``        two xmin candidates whose KS distances tie to rounding: the two
                     decompositions (its SVD, our ``eigh``) pick different ones
+``fp16``            on a machine where torch sees CUDA, rounds the weights to float16 before
+                    its SVD (``RMT_Util.torch_T_to_np``): alphas then differ by ~1e-4 relative
+``unexplained``     a difference none of the above explains (please report it)
 ==================  ==============================================================================
 
 ``ModelReport.from_weightwatcher(details)`` (:func:`report_from_weightwatcher`) reads a
@@ -83,7 +86,7 @@ ALPHA_RTOL = 1e-6
 
 _NAN = float("nan")
 _TYPES = {"dense": "Linear", "conv2d": "Conv2d", "conv1d": "Conv1d", "embedding": "Embedding"}
-_CAUSES = ("abs-cut", "conv-scale", "swapped-dims", "skipped", "trap-rule", "near-tie", "unexplained")
+_CAUSES = ("abs-cut", "conv-scale", "swapped-dims", "skipped", "trap-rule", "near-tie", "fp16", "unexplained")
 
 
 # ----------------------------------------------------------------------------- results
@@ -260,6 +263,17 @@ def _ww_input(model: Any, found: Any) -> Any:
             for lm in found.layers}
 
 
+def weightwatcher_rounds_to_half() -> bool:
+    """Whether the installed WeightWatcher rounds weights to float16 (it does when torch sees CUDA)."""
+    ww = _import_weightwatcher()
+    import torch
+
+    to_np = getattr(getattr(ww, "RMT_Util", None), "torch_T_to_np", None)
+    if to_np is None:  # pragma: no cover - another version's layout
+        return bool(torch.cuda.is_available())
+    return np.asarray(to_np(torch.tensor([1.0 / 3.0]))).dtype == np.float16
+
+
 def run_weightwatcher(model: Any, *, randomize: bool = True, seed: int = 0) -> Any:
     """WeightWatcher 0.7.7's details DataFrame for ``model`` (its defaults; side effects contained).
 
@@ -318,7 +332,7 @@ def _why_not_in_ww(lay: Any) -> str:
 
 
 def _compare_layer(lay: Any, row: Mapping[str, Any] | None, weight: Any, rtol: float, randomize: bool,
-                   center_traps: bool) -> LayerComparison:
+                   center_traps: bool, half: bool = False) -> LayerComparison:
     ours = dict(name=lay.name, type=lay.type, N=int(lay.N), M=int(lay.M), n_eigenvalues=int(lay.n_eigenvalues),
                 alpha=float(lay.alpha), xmin=float(lay.xmin), n_traps=float(lay.n_traps))
     if row is None:
@@ -361,7 +375,11 @@ def _compare_layer(lay: Any, row: Mapping[str, Any] | None, weight: Any, rtol: f
                 causes.append("near-tie")
                 words.append(f"its xmin {ww['xmin_ww']:.4g} and ours {lay.xmin:.4g} tie in KS distance "
                              f"({d_ours:.6g}) to rounding: the two decompositions pick different candidates")
-        if len(causes) == 0 or causes[-1] not in ("abs-cut", "near-tie"):
+        if half and (len(causes) == 0 or causes[-1] not in ("abs-cut", "near-tie")):
+            causes.append("fp16")
+            words.append("on a machine with CUDA, WeightWatcher rounds the weights to float16 before its SVD "
+                         "(RMT_Util.torch_T_to_np), which moves alpha by ~1e-4 relative")
+        if len(causes) == 0 or causes[-1] not in ("abs-cut", "near-tie", "fp16"):
             causes.append("unexplained")
             words.append(f"alpha differs ({a:.6g} vs {a_ww:.6g}) for no known cause; please report it")
     traps, traps_ww = ours["n_traps"], ww["n_traps_ww"]
@@ -448,6 +466,7 @@ def compare_weightwatcher(model: Any, report: Any = None, *, rng: Any = None, ra
                          f"report=None.")
     with _contained(seed):
         details = ww.WeightWatcher(model=_ww_input(model, found)).analyze(randomize=randomize, plot=False)
+    half = weightwatcher_rounds_to_half()
     rows = {}
     for rec in details.to_dict("records"):
         key = str(rec.get("longname") or rec.get("name"))
@@ -455,7 +474,8 @@ def compare_weightwatcher(model: Any, report: Any = None, *, rng: Any = None, ra
     out = []
     center = bool(getattr(report, "center_traps", False))
     for lay in report.layers:
-        out.append(_compare_layer(lay, rows.pop(lay.name, None), weights.get(lay.name), float(rtol), randomize, center))
+        out.append(_compare_layer(lay, rows.pop(lay.name, None), weights.get(lay.name), float(rtol), randomize, center,
+                                  half))
     skipped = {s.name: s.reason for s in report.skipped}
     for key, rec in rows.items():
         reason = next((r for n, r in skipped.items() if n in (key, f"{key}.weight")), None)
