@@ -176,9 +176,9 @@ def test_circuit_complexity_never_modifies_the_model():
 def test_circuit_complexity_bad_input():
     model = _softmax_model()
     x = np.eye(2)
-    with pytest.raises(ValueError, match=r"fraction must lie in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]; got .* the study uses 0.1"):
         circuit_complexity(model, x, fraction=0.0)
-    with pytest.raises(TypeError, match="fraction must be a float"):
+    with pytest.raises(TypeError, match="fraction must be a real number"):
         circuit_complexity(model, x, fraction="10%")
     with pytest.raises(ValueError, match="n_masks must be an integer >= 1"):
         circuit_complexity(model, x, n_masks=0)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ._results import Result
-from ._validation import check_bool, check_positive_int, check_rng, is_tensor
+from ._validation import check_bool, check_positive_int, check_rng, check_scalar, is_tensor
 from .layers import find_layers, load_state_dict
 
 __all__ = [
@@ -221,13 +221,8 @@ def _first_tensor(out: Any):
 
 
 def _check_fraction(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"fraction must be a float in (0, 1]; got {value!r}.")
-    v = float(value)
-    if not (0.0 < v <= 1.0):
-        raise ValueError(f"fraction must lie in (0, 1] (the share of the layer's weights set to zero); "
-                         f"got {value!r}. The study uses 0.1.")
-    return v
+    return check_scalar(value, "fraction", numbers.Real, min_val=0.0, max_val=1.0, include_boundaries="right",
+                        fix="It is the share of the layer's weights set to zero; the study uses 0.1.")
 
 
 def _check_threshold(value: Any) -> float:

@@ -77,7 +77,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ._results import Result
-from ._validation import check_eigenvalues, check_weight, is_tensor
+from ._validation import check_choice, check_eigenvalues, check_scalar, check_weight, is_tensor
 from .exceptions import DegenerateSpectrumWarning, SmallSpectrumWarning
 from .spectrum import esd, rank_floor
 
@@ -177,20 +177,9 @@ class PowerLawFit(Result):
 
 
 def _check_positive_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a positive real number or None; got {value!r} "
-                        f"({type(value).__name__}). Pass e.g. {name}=1.5.")
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite number > 0 (an eigenvalue of W^T W); got {value!r}. "
-                         f"Pass a positive value, or None to choose it from the data.")
-    return v
-
-
-def _check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
-    return value
+    return check_scalar(value, name, numbers.Real, min_val=0.0, include_boundaries="neither", allow_none=True,
+                        fix=f"It is an eigenvalue of W^T W: pass a positive value such as {name}=1.5, or None to "
+                            f"choose it from the data.")
 
 
 def _spectrum(x: Any, shape: Sequence[int] | None, method: str) -> tuple[np.ndarray, tuple[int, int]]:
@@ -422,8 +411,8 @@ def layer_alpha(
     >>> layer_alpha(lam, xmin=1.0).n_tail
     2000
     """
-    selection = _check_choice(selection, "selection", _SELECTIONS)
-    small_n = _check_choice(small_n, "small_n", _SMALL_N_RULES)
+    selection = check_choice(selection, "selection", _SELECTIONS)
+    small_n = check_choice(small_n, "small_n", _SMALL_N_RULES)
     xmin_v = None if xmin is None else _check_positive_float(xmin, "xmin")
     xmin_max_v = None if xmin_max is None else _check_positive_float(xmin_max, "xmin_max")
     if xmin_v is not None and xmin_max_v is not None:
