@@ -322,7 +322,7 @@ def test_figure_3_redraws_the_trajectory_shuffles(report, run_dir):
     for i, (step, path) in enumerate(list_checkpoints(run_dir)):
         for lay in find_layers(path).layers[:2]:
             assert traj.reports[i].center_traps is True  # the report's trajectory counts centred traps
-            tr = correlation_traps(lay.weight, rng=layer_stream(0, step, lay.name), center=True)
+            tr = correlation_traps(lay.weight, rng=layer_stream(0, step, lay.name), center_traps=True)
             row = next(r for r in traj.reports[i].layers if r.name == lay.name)
             assert tr.n_traps == row.n_traps
             np.testing.assert_allclose(tr.trap_eigenvalues, row.trap_eigenvalues, rtol=1e-12)
