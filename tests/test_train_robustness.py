@@ -425,3 +425,14 @@ def test_example_and_demo_write_bit_identical_metrics(tmp_path):
     for (_, pa), (_, pb) in zip(list_checkpoints(a), list_checkpoints(b)):
         wa, wb = load_checkpoint(pa), load_checkpoint(pb)
         assert all(torch.equal(wa[k], wb[k]) for k in wa), pa.name
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_ensemble_member_is_bit_identical_to_its_single_run_on_cpu(tmp_path, dtype):
+    # docs/training.md, "What changes results": on the CPU an ensemble changes nothing
+    cfg = SMALL.replace(dtype=dtype, steps=40)
+    single = train(cfg, tmp_path / "single", progress=False)
+    member = train_ensemble([cfg, cfg.replace(seed=1, lr=1e-3)], tmp_path / "ens", progress=False)[0]
+    assert _rows(single) == _rows(member)
+    a, b = _final(single), _final(member)
+    assert all(torch.equal(a[k], b[k]) for k in a)
