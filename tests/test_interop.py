@@ -136,6 +136,30 @@ def test_the_absolute_cut_is_named_when_weightwatcher_loses_a_small_layer():
 
 
 @exact
+def test_the_absolute_cut_changes_weightwatchers_alpha_on_a_partly_small_spectrum():
+    # A 200 x 200 layer whose eigenvalues are a Pareto sample (density exponent alpha = 2.5,
+    # lower bound 4e-6): 140 of them lie below 1e-5. WeightWatcher fits only the 60 above its
+    # cut and moves away from 2.5; ours keeps them. Scaled by 1e3 (eigenvalues x 1e6) nothing is
+    # cut, and the two agree again, at our alpha: ours is scale-invariant, its is not.
+    g = np.random.default_rng(0)
+    n = 200
+    lam = np.sort(4e-6 * (g.pareto(1.5, size=n) + 1.0))
+    U, _ = np.linalg.qr(g.standard_normal((n, n)))
+    V, _ = np.linalg.qr(g.standard_normal((n, n)))
+    W = (U * np.sqrt(lam)) @ V.T
+    assert int(np.sum(lam <= 1e-5)) == 140
+    small = compare_weightwatcher({"pl.weight": torch.from_numpy(W)}, randomize=False).layer("pl")
+    large = compare_weightwatcher({"pl.weight": torch.from_numpy(W * 1e3)}, randomize=False).layer("pl")
+    assert small.causes == ("abs-cut",) and not small.alpha_agrees
+    assert "absolute 1e-05 eigenvalue cut dropped 140 of 200 eigenvalues" in small.difference
+    assert abs(small.alpha - 2.5) < abs(small.alpha_ww - 2.5)  # the cut moves its fit away from the law's 2.5
+    assert large.alpha_agrees and large.causes == ()
+    assert math.isclose(large.alpha, small.alpha, rel_tol=1e-12)  # ours: the same number at both scales
+    # its: float64 weights are rounded to float32 before its SVD (RMT_Util.torch_T_to_np): 2.6e-9 here
+    assert math.isclose(large.alpha_ww, small.alpha, rel_tol=ALPHA_RTOL)
+
+
+@exact
 def test_conv_layers_name_the_swapped_dimensions_and_the_conv_scale():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(64, 32, 2), torch.nn.Conv2d(32, 64, 3))

@@ -79,7 +79,8 @@ WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
 #: eigenvalues with the same xmin rule (``WWFit``); the eigenvalues come from two float64
 #: decompositions (its SVD, our ``eigh`` of ``W^T W``) that agree to ~1e-12 relative for the
 #: tail eigenvalues, which moves alpha by about as much (measured: <= 2e-14 on the nine dense
-#: layers of tests/test_interop.py). One eigenvalue more or less in a tail of n changes alpha by about
+#: float32 layers of tests/test_interop.py; 2.6e-9 on its float64 layer, which WeightWatcher
+#: rounds to float32 first, ``RMT_Util.torch_T_to_np``). One eigenvalue more or less in a tail of n changes alpha by about
 #: (alpha - 1) / n, >= 1e-4 for the at most 15000 eigenvalues WeightWatcher fits, so 1e-6
 #: separates rounding from a different fit with margins of 1000x on both sides.
 ALPHA_RTOL = 1e-6
