@@ -4,8 +4,10 @@ and to_json / from_json, writes strict JSON (NaN as null), and reads files writt
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
+import pkgutil
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,11 @@ def instances(tmp_path_factory) -> dict[str, Result]:
     run = write_report(trajectory=traj, out_dir=tmp_path_factory.mktemp("report"), baselines=False, progress=False)
     mon = Monitor(_mlp(), schedule=[0])
     record = mon.step(0, train_acc=0.5)
+    from htsr_diag.sweep import sweep
+
+    swept = sweep("fast", {"lr": [1e-3], "weight_decay": [0.0]}, seeds=(0,), out=tmp_path_factory.mktemp("sweep") / "sw",
+                  steps=20, signature_steps=20, figures=False,
+                  overrides={"data_dir": "bundled", "checkpoints_per_decade": 2})
     t = np.arange(200.0)
     out = {
         "LayerReport": report.layers[0],
@@ -102,6 +109,7 @@ def instances(tmp_path_factory) -> dict[str, Result]:
         "RunSummary": run.summary,
         "RunReport": run,
         "LabelExplanation": run.explanations[0],
+        "SweepResult": swept,
     }
     # the WeightWatcher comparison (htsr_diag.interop), built directly: running WeightWatcher
     # here would make this fixture need the compare extra (tests/test_interop.py runs it)
@@ -116,6 +124,18 @@ def instances(tmp_path_factory) -> dict[str, Result]:
     return out
 
 
+def _import_every_module() -> None:
+    """Import every module of the package, so that every Result subclass is registered whatever
+    the test modules imported before (a module whose optional dependency is missing is left out)."""
+    for info in pkgutil.walk_packages(htsr_diag.__path__, "htsr_diag."):
+        if not info.name.endswith("__main__"):
+            try:
+                importlib.import_module(info.name)
+            except ImportError:
+                pass
+
+
+_import_every_module()
 TYPES = {t.__name__: t for t in result_types()}
 
 

@@ -127,8 +127,10 @@ def _decode(value: Any, tp: Any) -> Any:
                 return int(value)
             return value if isinstance(value, int) and not isinstance(value, bool) else float(value)
         return _decode(value, arms[0]) if len(arms) == 1 else value
-    if tp is float:
-        return math.nan if value is None else float(value)
+    if tp is float:  # an int stays an int (JSON keeps 2 and 2.0 apart, so the round trip is exact)
+        if value is None:
+            return math.nan
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else float(value)
     if tp is int:
         return int(value)
     if tp is bool:

@@ -43,6 +43,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ._json import jsonable
+from ._results import Result
 
 __all__ = ["sweep", "SweepResult", "parse_grid", "LIU_COLORS", "MEMBER_FIELDS", "TABLE_COLUMNS"]
 
@@ -178,7 +179,7 @@ def _check_seeds(seeds: Any) -> tuple[int, ...]:
 
 # --------------------------------------------------------------------------- result
 @dataclass(frozen=True)
-class SweepResult:
+class SweepResult(Result):
     """What :func:`sweep` wrote.
 
     Attributes
@@ -208,7 +209,7 @@ class SweepResult:
     table_json: Path
     figures: dict[str, Path] = field(default_factory=dict)
     spearman: float = math.nan
-    timings: list[dict[str, float]] = field(default_factory=list)
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
     def column(self, name: str) -> np.ndarray:
         """One column of the table as an array (object dtype for strings)."""
