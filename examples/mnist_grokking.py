@@ -55,8 +55,10 @@ def main() -> None:
     ap.add_argument("--threads", type=_positive, default=1,
                     help="torch CPU threads (default 1, as `htsr-diag demo`; the count changes results)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-v", "--verbose", action="store_true", help="log the library's INFO messages")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)  # recorded in OUT/run/config.json (htsr_diag_env)
 
     # 1. train: log-spaced checkpoints and metrics.jsonl in OUT/run
