@@ -371,6 +371,19 @@ def test_refused_pickle_names_the_file_without_ansi_escapes(tmp_path, capsys, cl
     assert ANSI not in out.err and str(evil) in out.err and "ran" not in out.out
 
 
+@pytest.mark.parametrize("error", [RuntimeError, ValueError, CheckpointError])
+def test_cli_strips_ansi_escapes_from_any_error(tmp_path, capsys, cli_logging, monkeypatch, error):
+    import htsr_diag.cli as cli
+
+    def boom(args):
+        raise error(f"\x1b[1mdo this only if you trust\x1b[0m {tmp_path / 'x.pt'}")
+
+    monkeypatch.setattr(cli, "_cmd_analyze", boom)
+    assert cli.main(["analyze", str(tmp_path / "x.pt")]) in (1, 2)
+    err = capsys.readouterr().err
+    assert f"htsr-diag analyze: error: do this only if you trust {tmp_path / 'x.pt'}" in err and ANSI not in err
+
+
 # ----------------------------------------------------------------------------- environment (issue #14)
 def test_config_json_records_threads_and_versions(tmp_path):
     run = train(SMALL.replace(steps=3), tmp_path / "run", progress=False)

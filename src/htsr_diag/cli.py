@@ -457,6 +457,13 @@ def _setup_logging(verbosity: int) -> None:
     root.setLevel(level)
 
 
+def _plain(exc: BaseException) -> str:
+    """The message without ANSI terminal escapes (third-party messages, e.g. torch's, carry some)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", str(exc))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``htsr-diag`` command; returns the exit code (0 ok, 1 failure, 2 bad argument/path).
 
@@ -485,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         if args.traceback:
             raise
-        sys.stderr.write(f"{name}: error: {exc}\n")
+        sys.stderr.write(f"{name}: error: {_plain(exc)}\n")
         return exc.code
     except KeyboardInterrupt:
         sys.stderr.write(f"{name}: interrupted\n")
@@ -493,12 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, CheckpointError) as exc:
         if args.traceback:
             raise
-        sys.stderr.write(f"{name}: error: {exc}\n")
+        sys.stderr.write(f"{name}: error: {_plain(exc)}\n")
         return 2
     except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
         if args.traceback:
             raise
-        sys.stderr.write(f"{name}: error: {exc}\n(run with --traceback for details)\n")
+        sys.stderr.write(f"{name}: error: {_plain(exc)}\n(run with --traceback for details)\n")
         return 1
 
 
