@@ -369,7 +369,9 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     Parameters
     ----------
     model : torch.nn.Module, state dict, checkpoint path, array or LayerSet
-        Anything :func:`htsr_diag.layers.find_layers` accepts.
+        Anything :func:`htsr_diag.layers.find_layers` accepts. A ``.safetensors`` file or a
+        model folder of safetensors (sharded with ``model.safetensors.index.json`` or not) is
+        read one tensor at a time (:mod:`htsr_diag.streaming`), with the same result.
     randomize : bool, default True
         Shuffle each layer's weights and count correlation traps (``n_traps``,
         ``trap_eigenvalues``, ``sigma_mp``). One extra decomposition per layer (5 for
