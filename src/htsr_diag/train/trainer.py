@@ -812,6 +812,18 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, device: str | torc
     ------
     TrainingDivergedError
         The loss or the weights became non-finite; checkpoints and metrics written before are kept.
+    RunLockedError
+        Another trainer is writing ``out_dir`` (its ``.train.lock`` is held).
+    ValueError
+        ``out_dir`` holds a run of another config (``config.json``, or the config hash of the
+        resume state when ``config.json`` is gone), a damaged ``config.json``, or a run already
+        past ``config.steps``; an MNIST ``batch_size`` above the training set. Nothing of the
+        run is written first.
+
+    Warns
+    -----
+    CorruptMetricsWarning
+        On resume, a damaged ``metrics.jsonl`` line was moved to ``metrics.corrupt.jsonl``.
 
     Examples
     --------
@@ -838,10 +850,12 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | os.PathLike, *
     """Train R independent runs at once as one batched model; one run folder per member.
 
     Members may differ in ``seed``, ``data_seed``, ``lr`` and ``weight_decay``; every other
-    field must match. Member r gives the same weights (to float rounding) as
-    ``train(configs[r], ...)``. Writes ``out_dir/member_00/`` ... (each a run folder as
-    :func:`train` writes) and ``out_dir/ensemble.json`` listing the members' configs; the
-    resume state of the whole ensemble is in ``out_dir/state/``.
+    field must match, and no two members may be equal. Member r gives the same weights as
+    ``train(configs[r], ...)`` (bit for bit on the CPU; to float rounding on CUDA). Writes
+    ``out_dir/member_00/`` ... (each a run folder as :func:`train` writes) and
+    ``out_dir/ensemble.json`` listing the members' configs; the resume state of the whole
+    ensemble is in ``out_dir/state/``. The ensemble folder and every member folder are locked
+    for the run (:class:`RunLockedError`, as in :func:`train`).
 
     Parameters
     ----------
