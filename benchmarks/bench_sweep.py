@@ -43,7 +43,8 @@ from _common import cpu_model  # noqa: E402
 def part_a(args, root: Path) -> dict:
     from htsr_diag.sweep import sweep
 
-    grid = {"lr": [1e-3, 5e-3][: args.n_lr] if args.n_lr <= 2 else list(np.geomspace(1e-3, 1e-2, args.n_lr)),
+    grid = {"lr": [1e-3, 5e-3][: args.n_lr] if args.n_lr <= 2 else
+            [float(f"{v:.4g}") for v in np.geomspace(1e-3, 1e-2, args.n_lr)],
             "weight_decay": [0.0, 0.1, 1.0][: args.n_wd]}
     seeds = tuple(range(args.n_seeds))
     kw = dict(steps=args.steps, signature_steps=min(args.signature_steps, args.steps),
