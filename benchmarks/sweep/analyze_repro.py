@@ -112,6 +112,7 @@ def main(argv=None) -> dict:
     ap.add_argument("table")
     ap.add_argument("--name", default="sweep")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--fresh", default="1", help="comma-separated fresh seeds for rule 3 (default 1)")
     args = ap.parse_args(argv)
     rows = read(args.table)
     lrs, wds, by = cells(rows)
@@ -147,7 +148,8 @@ def main(argv=None) -> dict:
     seed = np.array([r["seed"] for r in rows])
     early = np.array([r["weight_early"] for r in rows])
     pred_w = early == "grokking"
-    s0, s1 = seed == 0, seed == 1
+    fresh = [int(x) for x in args.fresh.split(",")]
+    s0, s1 = seed == 0, np.isin(seed, fresh)
     a0 = auc(act[s0], truth[s0])
     direction = 1.0 if (math.isnan(a0) or a0 >= 0.5) else -1.0
     res3 = {
@@ -160,12 +162,13 @@ def main(argv=None) -> dict:
         "weight_balanced_accuracy_both_seeds": balanced_accuracy(pred_w, truth),
         "signature_auc_both_seeds_same_direction": auc(direction * act, truth),
     }
-    conf = Counter((e, r["liu_phase"]) for e, r, s in zip(early, rows, seed) if s == 1)
+    conf = Counter((e, r["liu_phase"]) for e, r, s in zip(early, rows, seed) if s in fresh)
     labels_e = sorted({e for e in early})
     phases = ["comprehension", "grokking", "memorization", "confusion"]
     res3["confusion_seed1"] = {e: {p: conf.get((e, p), 0) for p in phases} for e in labels_e}
     out["prediction"] = res3
-    lines += ["", f"Early predictors on the fresh seed 1 ({res3['seed1_runs']} runs, "
+    res3["fresh_seeds"] = fresh
+    lines += ["", f"Early predictors on the fresh seed(s) {fresh} ({res3['seed1_runs']} runs, "
                   f"{res3['seed1_generalising']} generalise):", "",
               "| early weight-only label (step <= 10% of budget) | " + " | ".join(phases) + " |",
               "|---|" + "---|" * len(phases)]
@@ -175,9 +178,9 @@ def main(argv=None) -> dict:
         return "NaN" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
     lines += ["",
               f"- weight-only verdict ('grokking' -> generalises): balanced accuracy {f(res3['weight_balanced_accuracy_seed1'])} "
-              f"(accuracy {f(res3['weight_accuracy_seed1'])}) on seed 1; {f(res3['weight_balanced_accuracy_both_seeds'])} on both seeds",
+              f"(accuracy {f(res3['weight_accuracy_seed1'])}) on the fresh seed(s); {f(res3['weight_balanced_accuracy_both_seeds'])} on all seeds",
               f"- loss signature (direction from seed 0: {res3['signature_direction']}, seed-0 AUC {f(a0)}): "
-              f"AUC {f(res3['signature_auc_seed1'])} on seed 1; {f(res3['signature_auc_both_seeds_same_direction'])} on both seeds"]
+              f"AUC {f(res3['signature_auc_seed1'])} on the fresh seed(s); {f(res3['signature_auc_both_seeds_same_direction'])} on all seeds"]
     out["markdown"] = "\n".join(lines)
     print(out["markdown"])
     if args.json:
