@@ -659,7 +659,8 @@ def _html(summary: RunSummary, figures: Mapping[str, Path], files: Mapping[str, 
              "color:#222}img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}"
              "figcaption{font-size:.9em;color:#444}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}"
              "table{border-collapse:collapse;font-size:.8em}td,th{border:1px solid #ccc;padding:2px 6px;"
-             "text-align:right;vertical-align:top}td.why{text-align:left}.differs{color:#a61b1b}"
+             "text-align:right;vertical-align:top;white-space:nowrap}td.why{text-align:left;white-space:normal}"
+             "td.why:nth-last-child(2){min-width:19em}.differs{color:#a61b1b}"
              "#how-to-read{background:#f4f8fc;border:1px solid #cfe0f0;padding:.2em 1em;font-size:.92em}"
              "</style></head><body>",
              "<h1>htsr_diag report</h1>",
