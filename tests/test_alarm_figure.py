@@ -98,3 +98,14 @@ def test_alarm_figure_without_alarm_says_so(ckpt_dir, tmp_path):
     fig = alarm_figure({}, None, None, ["fc1"], rng=0)
     assert any("alarm did not fire" in t.get_text() for t in fig.axes[0].texts)
     assert rep.figures["alarm_esd"].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_trap_panel_has_headroom_above_the_largest_count():
+    """The overview's phase strip covers the top of each panel: the largest trap count stays below it."""
+    from htsr_diag import plot
+
+    ax = plot.plot_traps([0, 10, 100, 1000], {"fc1": [0, 1, 1, 3], "fc2": [0, 0, 0, np.nan]})
+    bottom, top = ax.get_ylim()
+    assert bottom < 0 and top >= 1.2 * 3
+    ax = plot.plot_traps([1, 10], {"fc1": [0, 0]})  # no traps at all: still a visible 0 line
+    assert ax.get_ylim()[1] > 0

@@ -243,6 +243,11 @@ def plot_traps(steps: Sequence[float], traps: Mapping[str, Sequence[float]], *, 
     ax = _new_ax(ax)
     for name, t in traps.items():
         ax.step(s, np.asarray(t, float), where="mid", label=f"traps {name}")
+    # headroom: the phase strip of figure_overview covers the top of the panel, and the largest
+    # count must not hide under it (issue #14: a final count of 3 sat on the top edge)
+    finite = [np.asarray(t, float)[np.isfinite(np.asarray(t, float))] for t in traps.values()]
+    top = max([float(f.max()) for f in finite if f.size] + [1.0])
+    ax.set_ylim(-0.05 * top, 1.2 * top)
     ax.set_ylabel("correlation traps")
     _log_step_axis(ax, s)
     return ax
