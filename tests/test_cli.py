@@ -42,6 +42,8 @@ def test_demo_writes_the_report_folder(demo):
     for name in FIGURES:
         data = (demo / name).read_bytes()
         assert data[:8] == PNG_MAGIC, name
+        if name == "alarm_esd.png" and "alarm (causal, weights only): did not fire" in (demo / "summary.txt").read_text():
+            continue  # a short note: the smoke demo never fits, so no alarm (tests/test_alarm_figure.py)
         assert len(data) > 10_000, name  # a rendered figure, not an empty canvas
     for name in ("trajectory.csv", "trajectory.json", "phases.csv", "summary.txt", "summary.json"):
         assert (demo / name).stat().st_size > 0, name
