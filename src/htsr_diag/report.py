@@ -35,8 +35,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._json import jsonable
-from .explain import explain_labels
+from ._results import Result
+from .explain import LabelExplanation, explain_labels
 
 __all__ = ["RunSummary", "RunReport", "write_report", "check_run_dir", "summarize",
            "representative_checkpoints", "training_inputs", "layer_stream", "alarm_figure"]
@@ -48,7 +48,7 @@ FIGURES = ("overview", "esd", "shuffled_esd", "baselines", "alarm_esd")
 
 
 @dataclass(frozen=True)
-class RunSummary:
+class RunSummary(Result):
     """The headline numbers of a run.
 
     Attributes
@@ -88,10 +88,6 @@ class RunSummary:
     layers: list[str]
     status: str
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        return {k: jsonable(getattr(self, k)) for k in self.__dataclass_fields__}
-
     def to_text(self) -> str:
         """A short plain-text summary (what ``summary.txt`` holds)."""
         def fmt_step(s: int | None) -> str:
@@ -122,7 +118,7 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class RunReport:
+class RunReport(Result):
     """Where :func:`write_report` put everything, plus the summary and the labels.
 
     Attributes
@@ -153,12 +149,7 @@ class RunReport:
     steps: np.ndarray = field(repr=False)
     predicted: np.ndarray = field(repr=False)
     from_accuracy: np.ndarray | None = field(repr=False, default=None)
-    explanations: list[Any] = field(repr=False, default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        special = {"summary": self.summary.to_dict(), "explanations": [e.to_dict() for e in self.explanations]}
-        return {k: jsonable(special[k] if k in special else getattr(self, k)) for k in self.__dataclass_fields__}
+    explanations: list[LabelExplanation] = field(repr=False, default_factory=list)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -217,6 +208,8 @@ def training_inputs(run_dir: Any) -> Any:
 
     Examples
     --------
+    Skipped: needs a run folder (``htsr-diag demo`` writes runs/demo/run).
+
     >>> x = training_inputs("runs/demo/run")     # doctest: +SKIP
     >>> x.shape                                  # doctest: +SKIP
     (1000, 784)
@@ -365,11 +358,9 @@ def layer_stream(rng: int, step: int, name: str) -> np.random.Generator:
     -------
     numpy.random.Generator (a fresh one per call)
     """
-    from .analyze import _layer_rng
+    from ._seeding import layer_stream as stream
 
-    seq = np.random.SeedSequence(int(rng), spawn_key=(int(step),))
-    entropy = int(np.random.default_rng(seq.spawn(2)[0]).integers(0, 2**63))
-    return _layer_rng(entropy, name)
+    return stream(int(rng), int(step), name)
 
 
 def _check_source(source: Any, steps_from: str | None) -> tuple[Path, dict[int, Path], bool]:
@@ -414,7 +405,7 @@ def _spectral_figures(paths: dict[int, Path], trajectory: Any, reps: dict[str, i
     from .plot import plot_esd, plot_shuffled_esd
     from .powerlaw import layer_alpha
     from .spectrum import esd
-    from .traps import correlation_traps, randomized_esd
+    from .traps import correlation_traps
 
     steps = np.asarray(trajectory.steps)
     rows = list(reps.items())
@@ -439,8 +430,8 @@ def _spectral_figures(paths: dict[int, Path], trajectory: Any, reps: dict[str, i
             plot_esd(ev, fit=layer_alpha(ev), ax=ax_e[r, c], title=title)
             ax_e[r, c].legend(fontsize=7)
             center = bool(getattr(trajectory.reports[i], "center_traps", False))
-            shuffled = randomized_esd(W, rng=layer_stream(rng, step, name), center=center)
-            traps = correlation_traps(W, rng=layer_stream(rng, step, name), center=center)
+            traps = correlation_traps(W, rng=layer_stream(rng, step, name), center_traps=center)
+            shuffled = traps.shuffled_eigenvalues  # the shuffle the traps were counted on
             scale = traps.scale if math.isfinite(traps.scale) and traps.scale > 0 else float(np.mean(shuffled))
             plot_shuffled_esd(shuffled / scale, q=traps.q, sigma=traps.sigma, edge=traps.bulk_edge / scale,
                               threshold=traps.threshold / scale, n_traps=traps.n_traps, ax=ax_s[r, c],
@@ -487,7 +478,7 @@ def alarm_figure(paths: Mapping[int, Any], trajectory: Any, step: int | None, la
     from .plot import plot_esd, plot_shuffled_esd
     from .powerlaw import layer_alpha
     from .spectrum import esd
-    from .traps import correlation_traps, randomized_esd
+    from .traps import correlation_traps
 
     steps = np.asarray(trajectory.steps) if trajectory is not None else np.empty(0, int)
     hits = np.flatnonzero(steps == step) if step is not None else np.empty(0, int)
@@ -520,8 +511,8 @@ def alarm_figure(paths: Mapping[int, Any], trajectory: Any, step: int | None, la
         ev = esd(W)
         plot_esd(ev, fit=layer_alpha(ev), ax=ax_e, title=f"{name}, step {step:,}: ESD, alpha {alpha:.2f}")
         ax_e.legend(fontsize=7)
-        shuffled = randomized_esd(W, rng=layer_stream(rng, step, name), center_traps=center)
         traps = correlation_traps(W, rng=layer_stream(rng, step, name), center_traps=center)
+        shuffled = traps.shuffled_eigenvalues  # the shuffle the traps were counted on
         scale = traps.scale if math.isfinite(traps.scale) and traps.scale > 0 else float(np.mean(shuffled))
         plot_shuffled_esd(shuffled / scale, q=traps.q, sigma=traps.sigma, edge=traps.bulk_edge / scale,
                           threshold=traps.threshold / scale, n_traps=traps.n_traps, ax=ax_s,
@@ -698,7 +689,8 @@ def _html(summary: RunSummary, figures: Mapping[str, Path], files: Mapping[str, 
 def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = None,
                  classifier: Any = None, baselines: bool = True, executor: Any = None,
                  rng: int = 0, progress: bool | None = None, steps_from: str | None = None,
-                 train_acc: str | None = None, test_acc: str | None = None) -> RunReport:
+                 train_acc: str | None = None, test_acc: str | None = None,
+                 center_traps: bool = True) -> RunReport:
     """Analyse a run folder (or any folder or glob of checkpoints) and write its report.
 
     Parameters
@@ -726,6 +718,10 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     steps_from, train_acc, test_acc : str, optional
         Passed to :func:`~htsr_diag.trajectory.analyze_checkpoints`: a regular expression for
         the steps in the checkpoint names; the metrics columns holding the accuracies.
+    center_traps : bool, default True
+        Count the traps of the centred shuffled weights (passed to ``analyze_checkpoints``;
+        the default of every entry point, docs/quantities.md). The figures redraw the
+        shuffles as the trajectory counted them (centred or not, read from each report).
 
     Returns
     -------
@@ -742,6 +738,8 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
 
     Examples
     --------
+    Skipped: needs a run folder (``htsr-diag demo`` writes runs/demo/run).
+
     >>> rep = write_report("runs/demo/run", "runs/demo")      # doctest: +SKIP
     >>> print(rep.summary.to_text())                           # doctest: +SKIP
     """
@@ -752,6 +750,9 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
         raise ValueError("write_report needs run_dir (a run folder) or trajectory=...; got neither.")
     if isinstance(rng, bool) or not isinstance(rng, numbers.Integral) or rng < 0:
         raise TypeError(f"rng must be a non-negative int seed; got {rng!r}.")
+    from ._validation import check_bool
+
+    center_traps = check_bool(center_traps, "center_traps")
     if classifier is not None and not isinstance(classifier, PhaseClassifier):
         raise TypeError(f"classifier must be a htsr_diag.PhaseClassifier; got {type(classifier).__name__}.")
     if trajectory is not None and not (hasattr(trajectory, "steps") and hasattr(trajectory, "feature")):
@@ -779,7 +780,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
             logger.info("%s is not a run folder of the trainer: no training inputs, no baselines", run_dir)
         trajectory = analyze_checkpoints(run_path if Path(str(run_dir)).is_dir() else str(run_dir), inputs=inputs,
                                          executor=executor, rng=rng, progress=progress, steps_from=steps_from,
-                                         train_acc=train_acc, test_acc=test_acc)
+                                         train_acc=train_acc, test_acc=test_acc, center_traps=center_traps)
     if classifier is None:
         classifier = PhaseClassifier()
     causal = PhaseClassifier(**{**classifier.get_params(), "causal": True})
@@ -811,7 +812,7 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     files["summary_txt"].write_text(summary.to_text() + "\nwhy each checkpoint has its label "
                                     "(alpha, traps and norm ratio of each analysed layer):\n"
                                     + "\n".join(e.text() for e in explanations) + "\n")
-    files["summary_json"].write_text(json.dumps(summary.to_dict(), indent=2))
+    summary.to_json(files["summary_json"], indent=2)
     rows = [(int(steps[i]), "n/a" if not np.isfinite(tr[i]) else f"{tr[i]:.3f}",
              "n/a" if not np.isfinite(te[i]) else f"{te[i]:.3f}", str(predicted[i]),
              "" if from_accuracy is None else str(from_accuracy[i])) for i in range(steps.size)]
