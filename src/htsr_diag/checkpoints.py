@@ -334,6 +334,26 @@ def find_checkpoints(sources: Any, *, steps: Sequence[int] | None = None,
 
 
 # ----------------------------------------------------------------------------- loading
+
+def merge_shards(folder: Path, index: str, read: Any) -> tuple[list[str], dict[str, Any], list[str]]:
+    """Read every shard named by the index file ``folder/index`` with ``read(path) -> mapping``
+    and check that each holds the tensors the index puts in it. Returns the index's name order,
+    the merged mapping, and the names found in a shard but not in the index."""
+    order, shards = _shard_order(folder, index)
+    loaded: dict[str, Any] = {}
+    extra: list[str] = []
+    for shard, names in shards.items():
+        entries = read(folder / shard)
+        lost = [n for n in names if n not in entries]
+        if lost:
+            raise CheckpointError(f"shard {str(folder / shard)!r} lacks {len(lost)} tensor(s) that "
+                                  f"{str(folder / index)!r} puts in it, e.g. {lost[:3]}. The index and the shards "
+                                  f"do not belong together.")
+        loaded.update(entries)
+        listed = set(names)
+        extra.extend(k for k in entries if k not in listed)
+    return order, loaded, extra
+
 def _shard_order(folder: Path, index_name: str) -> tuple[list[str], dict[str, list[str]]]:
     """(tensor names in index order, shard file -> its names) of a sharded model's index file."""
     index = folder / index_name
@@ -395,18 +415,7 @@ def load_model_folder(path: str | os.PathLike) -> dict[str, Any]:
     chosen = present[0]
     if not chosen.endswith(".index.json"):
         return load_state_dict(folder / chosen)
-    order, shards = _shard_order(folder, chosen)
-    loaded: dict[str, Any] = {}
-    extra: list[str] = []
-    for shard, names in shards.items():
-        sd = load_state_dict(folder / shard)
-        lost = [n for n in names if n not in sd]
-        if lost:
-            raise CheckpointError(f"shard {str(folder / shard)!r} lacks {len(lost)} tensor(s) that "
-                                  f"{str(folder / chosen)!r} puts in it, e.g. {lost[:3]}. The index and the shards "
-                                  f"do not belong together.")
-        loaded.update(sd)
-        extra.extend(k for k in sd if k not in set(names))
+    order, loaded, extra = merge_shards(folder, chosen, load_state_dict)
     if extra:
         logger.debug("%d tensors of %s are in a shard but not in its index: %s", len(extra), folder, extra[:5])
     out = {name: loaded[name] for name in order}

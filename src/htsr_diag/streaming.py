@@ -140,20 +140,9 @@ def _entries(path: Any) -> tuple[dict[str, tuple[Path, str, Any]], str]:
     target, index = found
     if index is None:
         return _file_entries(target), str(path)
-    from .checkpoints import _shard_order
+    from .checkpoints import merge_shards
 
-    order, shards = _shard_order(target, index)
-    loaded: dict[str, tuple[Path, str, Any]] = {}
-    extra: list[str] = []
-    for shard, names in shards.items():
-        entries = _file_entries(target / shard)
-        lost = [n for n in names if n not in entries]
-        if lost:
-            raise CheckpointError(f"shard {str(target / shard)!r} lacks {len(lost)} tensor(s) that "
-                                  f"{str(target / index)!r} puts in it, e.g. {lost[:3]}. The index and the shards "
-                                  f"do not belong together.")
-        loaded.update(entries)
-        extra.extend(k for k in entries if k not in set(names))
+    order, loaded, extra = merge_shards(target, index, _file_entries)
     out = {name: loaded[name] for name in order}
     out.update({k: loaded[k] for k in extra if k not in out})
     return out, str(path)
