@@ -1,4 +1,5 @@
-"""Rounds 2-3 of preregistration.md: `fast` with batch 50 for 200,000 steps (C4; --batch 25 --steps 150000: C5).
+"""Rounds 2-3 of preregistration.md: `fast` with batch 50 for 200,000 steps (C4; --batch 25 --steps 150000: C5;
+--steps 150000 --per-class 50 / 25: C6 / C7, round 4).
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/demo_recipe/run_round2.py --seeds 0 --out runs/F/c4_s0
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/demo_recipe/run_round2.py --seeds 1,2 --out runs/F/c4_s12
@@ -20,9 +21,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--steps", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--per-class", type=int, default=100)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfgs = [PRESETS["fast"].replace(preset="custom", batch_size=args.batch, steps=args.steps, seed=int(s), device="cpu")
+    cfgs = [PRESETS["fast"].replace(preset="custom", batch_size=args.batch, n_train_per_class=args.per_class, steps=args.steps, seed=int(s), device="cpu")
             for s in args.seeds.split(",")]
     t0, c0 = time.perf_counter(), time.process_time()
     if len(cfgs) == 1:
