@@ -15,6 +15,10 @@ pytest.importorskip("matplotlib")
 
 from htsr_diag.cli import main  # noqa: E402
 
+# the test models' 10-unit heads have fewer than 20 eigenvalues: the small-spectrum warning is expected there and is not under test here
+# (tests/test_warn_once.py and tests/test_powerlaw.py test the warning itself)
+pytestmark = pytest.mark.filterwarnings("ignore::htsr_diag.exceptions.SmallSpectrumWarning")
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("overview.png", "esd.png", "shuffled_esd.png", "baselines.png", "alarm_esd.png")
 

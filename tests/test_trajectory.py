@@ -16,6 +16,10 @@ from htsr_diag.analyze import analyze
 from htsr_diag.phases import PhaseClassifier
 from htsr_diag.trajectory import METRIC_NAMES, Trajectory, analyze_checkpoints
 
+# the test MLPs' 10-unit heads have fewer than 20 eigenvalues: the small-spectrum warning is expected there and is not under test here
+# (tests/test_warn_once.py and tests/test_powerlaw.py test the warning itself)
+pytestmark = pytest.mark.filterwarnings("ignore::htsr_diag.exceptions.SmallSpectrumWarning")
+
 
 @pytest.fixture(scope="module")
 def run_dir(fast_run_30) -> Path:
