@@ -28,6 +28,48 @@ def seeded_mlp(*widths: int, seed: int = 0) -> torch.nn.Sequential:
     return torch.nn.Sequential(*modules)
 
 
+# Tiny trainer configurations (tests only), one per task family; a test module sets its own
+# steps, widths or schedule with keyword overrides.
+_TINY = {
+    "mnist": ("paper", dict(hidden=(16, 16), n_train_per_class=20, batch_size=50, steps=60, lr=5e-3,
+                            init_scale=2.0, checkpoints_per_decade=3, data_dir="bundled")),
+    "modular": ("modular", dict(modulus=11, d_model=16, n_heads=2, d_mlp=24, steps=30, checkpoints_per_decade=3,
+                                dtype="float64", train_fraction=0.5)),
+    "liu-toy": ("liu-toy", dict(modulus=9, d_model=8, hidden=(16, 12), steps=30, checkpoints_per_decade=3,
+                                dtype="float64", lr=3e-3, weight_decay=0.05, decoder_lr=1e-3,
+                                decoder_weight_decay=0.5)),
+}
+
+
+def tiny_config(task: str, **overrides):
+    """A seconds-long ``TrainConfig`` of one task family on the CPU: MNIST (the reference MLP at
+    hidden (16, 16), 20 images per class, batch 50, init x2, bundled data), modular addition mod 11
+    or Liu et al.'s toy model mod 9, with ``overrides`` applied last."""
+    from htsr_diag.train import PRESETS
+
+    preset, fields = _TINY[task]
+    return PRESETS[preset].replace(preset="test", device="cpu", **{**fields, **overrides})
+
+
+class Kill(Exception):
+    """Raised by :func:`killer`'s callback: a training process killed at a chosen step."""
+
+
+def killer(at: int):
+    """A trainer step callback that raises :class:`Kill` at step ``at``."""
+    def cb(step: int) -> None:
+        if step == at:
+            raise Kill(step)
+    return cb
+
+
+def final_checkpoint(run):
+    """The last checkpoint of a run folder, loaded."""
+    from htsr_diag.train import list_checkpoints, load_checkpoint
+
+    return load_checkpoint(list_checkpoints(run)[-1][1])
+
+
 def _fast_run(tmp_path_factory, name: str, **config) -> Path:
     from htsr_diag.train import PRESETS, train
 

@@ -16,9 +16,13 @@ import torch
 from safetensors.torch import save_file
 
 from htsr_diag.checkpoints import find_checkpoints, load_model_folder, read_metrics_table, step_from_name
-from htsr_diag.exceptions import CheckpointError
+from htsr_diag.exceptions import CheckpointError, CorruptMetricsWarning
 from htsr_diag.layers import load_state_dict
 from htsr_diag.trajectory import METRIC_NAMES, analyze_checkpoints
+
+# the 24-unit test models and the MLP head have fewer than 20 eigenvalues: the small-spectrum warning is expected there and is not under test here
+# (tests/test_warn_once.py and tests/test_powerlaw.py test the warning itself)
+pytestmark = pytest.mark.filterwarnings("ignore::htsr_diag.exceptions.SmallSpectrumWarning")
 
 FAST = {"randomize": False, "ks": False}  # alpha only: these tests are about finding and loading
 
@@ -289,7 +293,8 @@ def test_metrics_json_jsonl_and_percentages(tmp_path):
     (tmp_path / "metrics.json").unlink()
     (tmp_path / "metrics.jsonl").write_text('{"step": 2, "train_acc": 0.7, "lr": 0.1}\nnot json\n{"step": 1, '
                                             '"train_acc": 0.2}\n{"step": 3, "train_a')
-    traj = analyze_checkpoints(tmp_path, rng=0, **FAST)
+    with pytest.warns(CorruptMetricsWarning, match=r"line number\(s\) \[2\]"):  # the partial last line is silent
+        traj = analyze_checkpoints(tmp_path, rng=0, **FAST)
     np.testing.assert_array_equal(traj.metrics["train_acc"], [0.2, 0.7])
     np.testing.assert_array_equal(traj.metrics["lr"], [np.nan, 0.1])
     (tmp_path / "metrics.jsonl").write_text('{"iteration": 1, "acc": 0.1}\n')
@@ -388,3 +393,12 @@ def test_cli_analyze_reads_a_model_folder(capsys, tmp_path):
     assert [lay["name"] for lay in json.loads(out)["layers"]] == ["0", "2"]
     code, _, err = _cli(capsys, "analyze", str(tmp_path))
     assert code == 2 and "is a folder but not a model folder" in err
+
+
+def test_a_non_json_metrics_line_is_left_out_with_a_warning_naming_it(tmp_path):
+    text = '{"step": 1, "acc": 0.5}\n{"step": 2, "acc": \n{"step": 3, "acc": 0.7}\n{"step": 4'  # line 4: partial
+    (tmp_path / "metrics.jsonl").write_text(text)
+    with pytest.warns(CorruptMetricsWarning, match=r"metrics\.jsonl: 1 line\(s\) are not JSON \(line number\(s\) \[2\]\)"):
+        path, rows = read_metrics_table(tmp_path)
+    assert path == tmp_path / "metrics.jsonl" and rows == {1: {"acc": 0.5}, 3: {"acc": 0.7}}
+    assert (tmp_path / "metrics.jsonl").read_text() == text  # reading never changes the file

@@ -24,9 +24,9 @@ import numpy
 import pytest
 import torch
 
+from conftest import Kill, final_checkpoint, killer, tiny_config
 from htsr_diag.exceptions import CheckpointError
 from htsr_diag.train import (
-    PRESETS,
     CorruptMetricsWarning,
     RunLockedError,
     list_checkpoints,
@@ -43,35 +43,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 ROOT = Path(__file__).resolve().parents[1]
 ANSI = "\x1b"
 
-# Tiny configs (tests only). MNIST: hidden (16, 16), 20 images per class, batch 50.
-SMALL = PRESETS["paper"].replace(preset="test", hidden=(16, 16), n_train_per_class=20, batch_size=50, steps=60,
-                                 lr=5e-3, init_scale=2.0, checkpoints_per_decade=3, data_dir="bundled",
-                                 device="cpu")
-MOD = PRESETS["modular"].replace(preset="test", modulus=11, d_model=16, n_heads=2, d_mlp=24, steps=30,
-                                 checkpoints_per_decade=3, dtype="float64", device="cpu", train_fraction=0.5)
-LIU = PRESETS["liu-toy"].replace(preset="test", modulus=9, d_model=8, hidden=(16, 12), steps=30,
-                                 checkpoints_per_decade=3, dtype="float64", device="cpu", lr=3e-3,
-                                 weight_decay=0.05, decoder_lr=1e-3, decoder_weight_decay=0.5)
+# Tiny configs (tests/conftest.py::tiny_config).
+SMALL, MOD, LIU = tiny_config("mnist"), tiny_config("modular"), tiny_config("liu-toy")
 TASKS = pytest.mark.parametrize("cfg", [SMALL, MOD, LIU], ids=["mnist", "modular", "liu_toy"])
-
-
-class _Kill(Exception):
-    pass
-
-
-def _killer(at: int):
-    def cb(step: int) -> None:
-        if step == at:
-            raise _Kill(step)
-    return cb
 
 
 def _rows(run):
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in read_metrics(run)]
-
-
-def _final(run):
-    return load_checkpoint(list_checkpoints(run)[-1][1])
 
 
 @pytest.fixture
@@ -98,8 +76,8 @@ def test_config_hash_covers_the_fields_that_change_results():
 @TASKS
 def test_resume_state_refuses_another_config_without_config_json(tmp_path, cfg):
     run = tmp_path / "run"
-    with pytest.raises(_Kill):
-        train(cfg, run, progress=False, callback=_killer(12))
+    with pytest.raises(Kill):
+        train(cfg, run, progress=False, callback=killer(12))
     (run / "config.json").unlink()  # the fault: nothing left to compare the options with
     changed = cfg.replace(lr=cfg.lr * 2)
     h_old, h_new = T._config_hash([cfg]), T._config_hash([changed])
@@ -114,15 +92,15 @@ def test_resume_state_refuses_another_config_without_config_json(tmp_path, cfg):
     # the same options resume it, and the result is the uninterrupted run's
     ref = train(cfg, tmp_path / "ref", progress=False)
     train(cfg, run, progress=False)
-    for k, v in _final(ref).items():
-        assert torch.equal(v, _final(run)[k]), k
+    for k, v in final_checkpoint(ref).items():
+        assert torch.equal(v, final_checkpoint(run)[k]), k
     assert _rows(run) == _rows(ref)
 
 
 def test_ensemble_state_names_the_member_that_differs(tmp_path):
     cfgs = [SMALL.replace(seed=0), SMALL.replace(seed=1)]
-    with pytest.raises(_Kill):
-        train_ensemble(cfgs, tmp_path / "ens", progress=False, callback=_killer(12))
+    with pytest.raises(Kill):
+        train_ensemble(cfgs, tmp_path / "ens", progress=False, callback=killer(12))
     (tmp_path / "ens" / "ensemble.json").unlink()
     for d in ("member_00", "member_01"):
         (tmp_path / "ens" / d / "config.json").unlink()
@@ -211,8 +189,8 @@ def test_ensemble_locks_its_members_too(tmp_path):
 @TASKS
 def test_damaged_metrics_line_is_kept_aside_and_warned(tmp_path, cfg):
     run = tmp_path / "run"
-    with pytest.raises(_Kill):
-        train(cfg, run, progress=False, callback=_killer(25))
+    with pytest.raises(Kill):
+        train(cfg, run, progress=False, callback=killer(25))
     path = run / "metrics.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     assert len(lines) >= 5
@@ -401,8 +379,8 @@ def test_config_json_records_threads_and_versions(tmp_path):
 
 def test_resume_with_other_threads_is_recorded_and_logged(tmp_path, caplog):
     cfg = SMALL.replace(steps=30)
-    with pytest.raises(_Kill):
-        train(cfg, tmp_path / "run", progress=False, callback=_killer(12))
+    with pytest.raises(Kill):
+        train(cfg, tmp_path / "run", progress=False, callback=killer(12))
     torch.set_num_threads(2)  # the one_thread fixture restores the count afterwards
     with caplog.at_level(logging.WARNING, logger="htsr_diag.train.trainer"):
         train(cfg, tmp_path / "run", progress=False)
@@ -447,5 +425,5 @@ def test_ensemble_member_is_bit_identical_to_its_single_run_on_cpu(tmp_path, dty
     single = train(cfg, tmp_path / "single", progress=False)
     member = train_ensemble([cfg, cfg.replace(seed=1, lr=1e-3)], tmp_path / "ens", progress=False)[0]
     assert _rows(single) == _rows(member)
-    a, b = _final(single), _final(member)
+    a, b = final_checkpoint(single), final_checkpoint(member)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import Kill, final_checkpoint, killer, tiny_config
 from htsr_diag.train import (
     PRESETS,
     TrainConfig,
@@ -31,29 +32,10 @@ from htsr_diag.train import (
 from htsr_diag.train.tasks import LiuToy, ModularTransformer, liu_pairs, modular_pairs
 from htsr_diag.train.tasks.common import split_indices
 
-MOD = PRESETS["modular"].replace(preset="test", modulus=11, d_model=16, n_heads=2, d_mlp=24, steps=40,
-                                 checkpoints_per_decade=3, dtype="float64", device="cpu", train_fraction=0.5)
-LIU = PRESETS["liu-toy"].replace(preset="test", modulus=9, d_model=8, hidden=(16, 12), steps=40,
-                                 checkpoints_per_decade=3, dtype="float64", device="cpu", lr=3e-3,
-                                 weight_decay=0.05, decoder_lr=1e-3, decoder_weight_decay=0.5)
+MOD, LIU = tiny_config("modular", steps=40), tiny_config("liu-toy", steps=40)  # tests/conftest.py
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-class _Kill(RuntimeError):
-    pass
-
-
-def _killer(at: int):
-    def cb(step: int) -> None:
-        if step == at:
-            raise _Kill(step)
-    return cb
-
-
-def _final(run):
-    return load_checkpoint(list_checkpoints(run)[-1][1])
 
 
 # ----------------------------------------------------------------------------- data
@@ -209,7 +191,7 @@ def _reference_run(cfg: TrainConfig) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("cfg", [MOD, LIU], ids=["modular", "liu_toy"])
 def test_task_run_equals_torch_adamw_reference(tmp_path, cfg):
     run = train(cfg, tmp_path / "run", progress=False)
-    got, ref = _final(run), _reference_run(cfg)
+    got, ref = final_checkpoint(run), _reference_run(cfg)
     assert got.keys() == ref.keys()
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-10, atol=1e-12)
@@ -242,10 +224,10 @@ def test_task_run_metrics_match_the_saved_checkpoint(tmp_path):
 def test_task_resume_equals_uninterrupted(tmp_path, kill_at):
     cfg = MOD.replace(batch_size=32)  # mini-batches: the resumed batch stream must continue exactly
     ref = train(cfg, tmp_path / "ref", progress=False)
-    with pytest.raises(_Kill):
-        train(cfg, tmp_path / "run", progress=False, callback=_killer(kill_at))
+    with pytest.raises(Kill):
+        train(cfg, tmp_path / "run", progress=False, callback=killer(kill_at))
     run = train(cfg, tmp_path / "run", progress=False)
-    a, b = _final(run), _final(ref)
+    a, b = final_checkpoint(run), final_checkpoint(ref)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [r["step"] for r in read_metrics(run)] == [r["step"] for r in read_metrics(ref)]
@@ -256,7 +238,7 @@ def test_task_ensemble_members_equal_single_runs(tmp_path):
     dirs = train_ensemble(cfgs, tmp_path / "ens", progress=False)
     for cfg, d in zip(cfgs, dirs):
         single = train(cfg, tmp_path / f"single_{cfg.seed}", progress=False)
-        a, b = _final(d), _final(single)
+        a, b = final_checkpoint(d), final_checkpoint(single)
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-12, atol=1e-13)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import Kill, final_checkpoint, killer, tiny_config
 from htsr_diag.exceptions import CheckpointError
 from htsr_diag.train import (
     MLP,
@@ -26,17 +27,11 @@ from htsr_diag.train import (
 )
 from htsr_diag.train import trainer as T
 
-# A small, fast configuration (tests only): hidden (32, 32), init x2, 20 images per class, batch 50.
-SMALL = PRESETS["paper"].replace(preset="test", hidden=(32, 32), n_train_per_class=20, batch_size=50,
-                                 steps=120, lr=5e-3, init_scale=2.0, checkpoints_per_decade=4, data_dir="bundled",
-                                 device="cpu")
+# A small, fast configuration (tests/conftest.py::tiny_config) at hidden (32, 32), 120 steps.
+SMALL = tiny_config("mnist", hidden=(32, 32), steps=120, checkpoints_per_decade=4)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def _final(run):
-    return load_checkpoint(list_checkpoints(run)[-1][1])
 
 
 def _assert_same(a, b, **tol):
@@ -176,9 +171,9 @@ def test_corrupt_checkpoint_raises(tmp_path):
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):
-    a = _final(train(SMALL, tmp_path / "a", progress=False))
-    b = _final(train(SMALL, tmp_path / "b", progress=False))
-    c = _final(train(SMALL.replace(seed=1), tmp_path / "c", progress=False))
+    a = final_checkpoint(train(SMALL, tmp_path / "a", progress=False))
+    b = final_checkpoint(train(SMALL, tmp_path / "b", progress=False))
+    c = final_checkpoint(train(SMALL.replace(seed=1), tmp_path / "c", progress=False))
     _assert_same(a, b)
     assert not torch.equal(a["fc1.weight"], c["fc1.weight"])
 
@@ -215,7 +210,7 @@ def _reference_run(cfg: TrainConfig) -> dict[str, torch.Tensor]:
 
 def test_single_run_equals_reference_loop(tmp_path):
     cfg = SMALL.replace(steps=150, weight_decay=0.01)
-    ours = _final(train(cfg, tmp_path / "run", progress=False))
+    ours = final_checkpoint(train(cfg, tmp_path / "run", progress=False))
     _assert_same(ours, _reference_run(cfg), rtol=1e-9, atol=1e-9)
 
 
@@ -229,11 +224,11 @@ def test_ensemble_members_equal_their_single_runs(tmp_path):
     assert [TrainConfig.from_dict(m["config"]) for m in ens["members"]] == cfgs
     for r, cfg in enumerate(cfgs):
         # against the independent autograd + torch.optim.AdamW loop ...
-        _assert_same(_final(dirs[r]), _reference_run(cfg), rtol=1e-9, atol=1e-9)
+        _assert_same(final_checkpoint(dirs[r]), _reference_run(cfg), rtol=1e-9, atol=1e-9)
         assert TrainConfig.from_dict(json.loads((dirs[r] / "config.json").read_text())) == cfg
     # ... and against the trainer's own single run, metrics included
     single = train(cfgs[1], tmp_path / "single", progress=False)
-    _assert_same(_final(dirs[1]), _final(single), rtol=1e-12, atol=1e-12)
+    _assert_same(final_checkpoint(dirs[1]), final_checkpoint(single), rtol=1e-12, atol=1e-12)
     for a, b in zip(read_metrics(dirs[1]), read_metrics(single)):
         assert a["step"] == b["step"]
         assert a["test_acc"] == b["test_acc"]
@@ -250,26 +245,15 @@ def test_ensemble_rejects_mixed_architecture(tmp_path):
 
 
 # ----------------------------------------------------------------------------- resume
-class _Kill(Exception):
-    pass
-
-
-def _killer(at: int):
-    def cb(step: int) -> None:
-        if step == at:
-            raise _Kill(step)
-    return cb
-
-
 @pytest.mark.parametrize("kill_at", [1, 37, 100])
 def test_resume_after_kill_equals_uninterrupted(tmp_path, kill_at):
     ref = train(SMALL, tmp_path / "ref", progress=False)
-    with pytest.raises(_Kill):
-        train(SMALL, tmp_path / "run", progress=False, callback=_killer(kill_at))
+    with pytest.raises(Kill):
+        train(SMALL, tmp_path / "run", progress=False, callback=killer(kill_at))
     done = {s for s, _ in list_checkpoints(tmp_path / "run")}
     assert max(done) < kill_at or kill_at == 1
     run = train(SMALL, tmp_path / "run", progress=False)  # the same command again
-    _assert_same(_final(run), _final(ref))
+    _assert_same(final_checkpoint(run), final_checkpoint(ref))
     assert [s for s, _ in list_checkpoints(run)] == [s for s, _ in list_checkpoints(ref)]
     for s, p in list_checkpoints(run):
         _assert_same(load_checkpoint(p), load_checkpoint(tmp_path / "ref" / "checkpoints" / p.name))
@@ -284,8 +268,8 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, kill_at):
 def test_resume_survives_truncated_files(tmp_path):
     ref = train(SMALL, tmp_path / "ref", progress=False)
     run_dir = tmp_path / "run"
-    with pytest.raises(_Kill):
-        train(SMALL, run_dir, progress=False, callback=_killer(90))
+    with pytest.raises(Kill):
+        train(SMALL, run_dir, progress=False, callback=killer(90))
     # a kill in the middle of writes: truncated newest state, a half-written temporary
     # checkpoint, and a partial metrics line
     state = run_dir / "state" / "resume.safetensors"
@@ -295,7 +279,7 @@ def test_resume_survives_truncated_files(tmp_path):
         fh.write('{"step": 100, "train_lo')
     assert [r["step"] for r in read_metrics(run_dir)][-1] < 100  # partial line ignored
     run = train(SMALL, run_dir, progress=False)
-    _assert_same(_final(run), _final(ref))
+    _assert_same(final_checkpoint(run), final_checkpoint(ref))
     assert not list((run_dir / "checkpoints").glob(".*tmp*"))
     assert [r["step"] for r in read_metrics(run)] == [r["step"] for r in read_metrics(ref)]
 
@@ -314,8 +298,8 @@ def test_finished_run_is_not_retrained_and_config_guard(tmp_path):
 def test_ensemble_resume_equals_uninterrupted(tmp_path):
     cfgs = [SMALL.replace(seed=s, weight_decay=w) for s, w in ((0, 0.0), (1, 0.01))]
     ref = train_ensemble(cfgs, tmp_path / "ref", progress=False)
-    with pytest.raises(_Kill):
-        train_ensemble(cfgs, tmp_path / "ens", progress=False, callback=_killer(55))
+    with pytest.raises(Kill):
+        train_ensemble(cfgs, tmp_path / "ens", progress=False, callback=killer(55))
     assert (tmp_path / "ens" / "ensemble.json").is_file()  # written before training starts
     with pytest.raises(ValueError, match="other members or configs"):
         train_ensemble([cfgs[0], cfgs[1].replace(lr=1e-2)], tmp_path / "ens", progress=False)
@@ -323,7 +307,7 @@ def test_ensemble_resume_equals_uninterrupted(tmp_path):
         train_ensemble(cfgs, tmp_path / "ens", progress=False, resume=False)
     dirs = train_ensemble(cfgs, tmp_path / "ens", progress=False)
     for a, b in zip(dirs, ref):
-        _assert_same(_final(a), _final(b))
+        _assert_same(final_checkpoint(a), final_checkpoint(b))
         assert [r["step"] for r in read_metrics(a)] == [r["step"] for r in read_metrics(b)]
 
 
@@ -362,11 +346,11 @@ def test_cuda_run_is_deterministic_and_close_to_cpu_math(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     cfg = SMALL.replace(device="cuda")
-    a = _final(train(cfg, tmp_path / "a", progress=False))
-    b = _final(train(cfg, tmp_path / "b", progress=False))
+    a = final_checkpoint(train(cfg, tmp_path / "a", progress=False))
+    b = final_checkpoint(train(cfg, tmp_path / "b", progress=False))
     _assert_same(a, b)
     dirs = train_ensemble([cfg, cfg.replace(seed=1)], tmp_path / "e", progress=False)
-    _assert_same(_final(dirs[0]), a, rtol=1e-9, atol=1e-9)
+    _assert_same(final_checkpoint(dirs[0]), a, rtol=1e-9, atol=1e-9)
 
 
 def test_progress_bar_shows_rate_and_accuracy(tmp_path, capsys):
@@ -387,7 +371,7 @@ def test_batched_device_path_equals_reference_on_cpu(tmp_path, monkeypatch):
     cfgs = [SMALL.replace(seed=0, lr=1e-3, weight_decay=0.1), SMALL.replace(seed=4, lr=3e-3, weight_decay=0.0)]
     dirs = train_ensemble(cfgs, tmp_path / "ens", progress=False)
     for d, cfg in zip(dirs, cfgs):
-        _assert_same(_final(d), _reference_run(cfg), rtol=1e-9, atol=1e-9)
+        _assert_same(final_checkpoint(d), _reference_run(cfg), rtol=1e-9, atol=1e-9)
 
 
 def test_batched_step_traces_as_one_graph(monkeypatch):

@@ -22,6 +22,7 @@ from .baselines import (
 )
 from .exceptions import (
     CheckpointError,
+    CorruptMetricsWarning,
     DegenerateSpectrumWarning,
     HTSRWarning,
     MissingTrainAccWarning,
@@ -138,6 +139,7 @@ __all__ = [
     "SmallSpectrumWarning",
     "NoFeatureWarning",
     "MissingTrainAccWarning",
+    "CorruptMetricsWarning",
     "CheckpointError",
     "NotFittedError",
 ]

@@ -41,12 +41,13 @@ import logging
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .exceptions import CheckpointError
+from .exceptions import CheckpointError, CorruptMetricsWarning
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -449,6 +450,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     where = f"the metrics file {str(path)!r}"
     if path.suffix == ".jsonl":
         rows: list[Any] = []
+        bad: list[int] = []
         with open(path, encoding="utf-8") as fh:
             lines = fh.readlines()
         for i, line in enumerate(lines, 1):
@@ -458,8 +460,12 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                 continue  # a partial last line: a run killed while writing (as the trainer's read_metrics)
             try:
                 rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                logger.warning("%s: line %d is not JSON (%s); it is left out", path, i, exc)
+            except json.JSONDecodeError:
+                bad.append(i)
+        if bad:
+            warnings.warn(f"{path}: {len(bad)} line(s) are not JSON (line number(s) {bad[:10]}"
+                          f"{' ...' if len(bad) > 10 else ''}); they are left out, the file is not changed. "
+                          f"To fix: repair or delete those lines.", CorruptMetricsWarning, stacklevel=4)
         return _rows_from_records(rows, where)
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:

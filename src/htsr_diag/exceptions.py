@@ -15,6 +15,7 @@ __all__ = [
     "SmallSpectrumWarning",
     "NoFeatureWarning",
     "MissingTrainAccWarning",
+    "CorruptMetricsWarning",
     "CheckpointError",
     "NotFittedError",
 ]
@@ -42,6 +43,12 @@ class NoFeatureWarning(HTSRWarning):
 class MissingTrainAccWarning(HTSRWarning):
     """The phase classifier was asked to use the training accuracy (``use_train_acc=True``)
     and got none at any checkpoint: it cannot tell memorisation from grokking without it."""
+
+
+class CorruptMetricsWarning(HTSRWarning):
+    """A line of a ``metrics.jsonl`` could not be read (not JSON, or, in the trainer's own file,
+    no integer ``step``). Reading leaves it out and says which line; the trainer, on resume, also
+    sets it aside in ``metrics.corrupt.jsonl`` with its line number."""
 
 
 class CheckpointError(ValueError):

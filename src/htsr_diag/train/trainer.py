@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .._progress import Progress
-from ..exceptions import HTSRWarning
+from ..exceptions import CorruptMetricsWarning  # defined with the other warnings; re-exported here
 from .config import TrainConfig
 from .data import MNIST, POOL_PER_CLASS, load_mnist, stratified_indices, training_pool
 from .environment import run_environment
@@ -73,11 +73,6 @@ class TrainingDivergedError(RuntimeError):
 class RunLockedError(RuntimeError):
     """Another trainer holds the run folder's lock file (``.train.lock``): two writers would
     interleave their metrics and checkpoints."""
-
-
-class CorruptMetricsWarning(HTSRWarning):
-    """A line of ``metrics.jsonl`` could not be read (not JSON, or no integer ``step``); on
-    resume it is set aside in ``metrics.corrupt.jsonl`` with its line number."""
 
 
 # --------------------------------------------------------------------------- helpers
