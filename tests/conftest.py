@@ -70,6 +70,20 @@ def final_checkpoint(run):
     return load_checkpoint(list_checkpoints(run)[-1][1])
 
 
+def weightwatcher_or_skip():
+    """The ``weightwatcher`` module, imported with its side effects undone, or a skip when it is
+    not installed. Importing it adds a global ignore-every-warning filter and root logging
+    handlers; ``pytest.importorskip`` would leave those for the rest of the session."""
+    from htsr_diag.interop import _contained
+
+    try:
+        with _contained():
+            import weightwatcher
+    except ImportError as exc:
+        pytest.skip(f"needs weightwatcher (the [compare] extra): {exc}", allow_module_level=True)
+    return weightwatcher
+
+
 def _fast_run(tmp_path_factory, name: str, **config) -> Path:
     from htsr_diag.train import PRESETS, train
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import weightwatcher_or_skip
 from htsr_diag.analyze import LayerReport, ModelReport, analyze
 from htsr_diag.exceptions import CheckpointError, DegenerateSpectrumWarning, HTSRWarning
 
@@ -33,7 +34,7 @@ def _heavy_mlp(seed: int = 0) -> nn.Module:
 
 def _ww_details(model: nn.Module):
     """WeightWatcher 0.7.7 analyze(randomize=False), its stdout and logging silenced."""
-    ww = pytest.importorskip("weightwatcher")
+    ww = weightwatcher_or_skip()
     buf = io.StringIO()
     ww_logger = logging.getLogger("weightwatcher")
     level = ww_logger.level

@@ -21,12 +21,13 @@ import warnings
 import numpy as np
 import pytest
 
+from conftest import weightwatcher_or_skip
 from htsr_diag import DegenerateSpectrumWarning, PowerLawFit, SmallSpectrumWarning, layer_alpha
 from htsr_diag.spectrum import esd
 
 torch = pytest.importorskip("torch")
 powerlaw = pytest.importorskip("powerlaw")
-pytest.importorskip("weightwatcher")
+weightwatcher_or_skip()
 
 RTOL = 1e-6
 

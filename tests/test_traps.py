@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import weightwatcher_or_skip
 from htsr_diag.exceptions import DegenerateSpectrumWarning
 from htsr_diag.mp import tracy_widom_quantile, tracy_widom_scale
 from htsr_diag.spectrum import esd
@@ -360,7 +361,7 @@ def test_agrees_with_weightwatcher_on_a_clear_case():
     outliers just beyond the edge count here and not there; its sigma comes from a KDE grid
     fit and it pools (and counts) 5 shuffles for layers with < 100 eigenvalues.
     """
-    ww = pytest.importorskip("weightwatcher")
+    ww = weightwatcher_or_skip()
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     W, _ = _planted((200, 784), 0)
     W *= 0.05  # a realistic weight scale; scale does not matter to either tool
