@@ -15,3 +15,37 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+#: The BLAS/OpenMP thread-count variables set for a worker subprocess.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def rss_kib() -> int:
+    """This process's peak resident memory so far (``ru_maxrss``; KiB on Linux)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def spawn_worker(script: str, args: list[str], threads: int | None = None, env: dict | None = None) -> dict:
+    """Run ``python SCRIPT ARGS`` in a fresh process (so its peak memory is its own) with the thread
+    variables set to ``threads``; returns the JSON object on its last stdout line plus
+    ``process_s`` (wall time of the whole process). A failed worker raises with its stderr."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    full_env = dict(os.environ, **(env or {}))
+    if threads:
+        full_env.update({k: str(threads) for k in THREAD_VARS})
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=full_env)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {Path(script).name} {' '.join(args)} failed (rc {out.returncode}):\n"
+                           f"{out.stderr[-3000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["process_s"] = time.perf_counter() - t0
+    return res

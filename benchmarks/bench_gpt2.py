@@ -25,16 +25,14 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, rss_kib, spawn_worker  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpt2.md"
 SHAPES = (("attn.c_attn", 768, 2304), ("attn.c_proj", 768, 768), ("mlp.c_fc", 768, 3072), ("mlp.c_proj", 3072, 768))
@@ -62,10 +60,6 @@ def build_model(blocks: int, seed: int = 0):
     return model
 
 
-def _rss_kib() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
-
-
 def worker(tool: str, blocks: int, repeat: int) -> dict:
     model = build_model(blocks)
     if tool == "htsr_diag":
@@ -89,25 +83,17 @@ def worker(tool: str, blocks: int, repeat: int) -> dict:
                 details = ww.WeightWatcher(model=model).analyze(randomize=True)
             return {"n_layers": int(len(details)), "mean_alpha": float(details["alpha"].mean()),
                     "n_traps": float(details["rand_num_spikes"].sum())}
-    base = _rss_kib()
+    base = rss_kib()
     times, summary = [], {}
     for _ in range(repeat):
         t0 = time.perf_counter()
         summary = run()
         times.append(time.perf_counter() - t0)
-    return {"tool": tool, "times": times, "rss_base_kib": base, "rss_peak_kib": _rss_kib(), **summary}
-
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    return {"tool": tool, "times": times, "rss_base_kib": base, "rss_peak_kib": rss_kib(), **summary}
 
 
 def _spawn(tool: str, blocks: int, repeat: int, threads: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", tool, "--blocks", str(blocks), "--repeat", str(repeat)]
-    env = dict(os.environ)
-    if threads:
-        env.update({k: str(threads) for k in _THREAD_VARS})
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return spawn_worker(__file__, ["--worker", tool, "--blocks", str(blocks), "--repeat", str(repeat)], threads)
 
 
 def main() -> None:

@@ -41,21 +41,18 @@ import logging
 import math
 import os
 import platform
-import resource
 import shutil
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, rss_kib, spawn_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "stream_llama.md"
 HIDDEN, MLP, VOCAB, KV = 2048, 5632, 32000, 256
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 # ----------------------------------------------------------------------------- the model
@@ -107,10 +104,6 @@ def generate(folder: Path, blocks: int, n_shards: int = 3, seed: int = 0) -> dic
 
 
 # ----------------------------------------------------------------------------- workers
-def _rss_kib() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux: the peak so far
-
-
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -118,7 +111,7 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def _current_rss_kib() -> int:
+def _currentrss_kib() -> int:
     return _status_kib("VmRSS")
 
 
@@ -154,27 +147,19 @@ def worker(tool: str, folder: str, threads: int) -> dict:
             if "rand_num_spikes" in details:
                 out["n_traps"] = float(details["rand_num_spikes"].sum())
             return out
-    base_peak = _rss_kib()
+    base_peak = rss_kib()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
-    base_now = _current_rss_kib()
+    base_now = _currentrss_kib()
     t0 = time.perf_counter()
     summary = run()
     wall = time.perf_counter() - t0
     return {"tool": tool, "wall_s": wall, "rss_before_kib": base_now, "rss_peak_before_kib": base_peak,
-            "rss_peak_kib": _status_kib("VmHWM"), "ru_maxrss_kib": _rss_kib(), **summary}
+            "rss_peak_kib": _status_kib("VmHWM"), "ru_maxrss_kib": rss_kib(), **summary}
 
 
 def _spawn(tool: str, folder: Path, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", tool, "--folder", str(folder), "--threads", str(threads)]
-    env = dict(os.environ, **{k: str(threads) for k in _THREAD_VARS})
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{tool} worker failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["process_s"] = time.perf_counter() - t0
-    return res
+    return spawn_worker(__file__, ["--worker", tool, "--folder", str(folder), "--threads", str(threads)], threads,
+                        env={"PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")})
 
 
 # ----------------------------------------------------------------------------- comparison
