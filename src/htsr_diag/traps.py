@@ -244,13 +244,16 @@ def _default_shuffles(W: Any) -> int:
     return 5 if n_slices * m < SMALL_LAYER else 1
 
 
-def _shuffle(W: Any, rng: np.random.Generator) -> Any:
-    """One element-wise shuffle of each 2-D slice of W, same layout as W.
+def _shuffle(W: Any, rng: np.random.Generator, mu: Any = None) -> Any:
+    """One element-wise shuffle of each 2-D slice of ``W - mu`` (``W`` when ``mu`` is None),
+    same layout as W.
 
     A numpy array is shuffled in place (on a copy) by ``rng.shuffle``; a tensor is gathered
     on its device with ``rng.permutation`` indices. Both make the same Fisher-Yates swaps
     from the same draws (``Generator.permutation(n)`` is ``shuffle(arange(n))``), so a
     matrix gives the same shuffled matrix as a numpy array, a CPU tensor or a CUDA tensor.
+    ``mu`` is subtracted from the shuffled copy in place: the same numbers as shuffling a
+    centred copy, without a second copy of the layer.
     """
     S = matrix_slices(W)  # (k, out, in)
     k, r, c = S.shape
@@ -260,26 +263,31 @@ def _shuffle(W: Any, rng: np.random.Generator) -> Any:
         perms = np.stack([rng.permutation(r * c) for _ in range(k)])
         idx = torch.from_numpy(perms).to(W.device)
         flat = torch.gather(S.reshape(k, r * c), 1, idx).reshape(k, r, c)
+        if mu is not None:
+            flat -= mu
         if W.ndim == 2:
             return flat[0]
         return flat.permute(1, 2, 0).reshape(W.shape)
     flat = np.array(S, order="C").reshape(k, r * c)  # a copy
     for i in range(k):
         rng.shuffle(flat[i])
+    if mu is not None:
+        flat -= mu
     flat = flat.reshape(k, r, c)
     if W.ndim == 2:
         return flat[0]
     return np.moveaxis(flat, 0, 2).reshape(W.shape)
 
 
-def _shuffled_spectra(W: Any, rng: np.random.Generator, n_shuffles: int, single: bool) -> list[np.ndarray]:
-    """Spectra (float64, ascending, slices pooled) of ``n_shuffles`` shuffles of W.
+def _shuffled_spectra(W: Any, rng: np.random.Generator, n_shuffles: int, single: bool,
+                      mu: Any = None) -> list[np.ndarray]:
+    """Spectra (float64, ascending, slices pooled) of ``n_shuffles`` shuffles of ``W - mu``.
 
     float64: decomposed as one batch by :func:`htsr_diag.spectrum.esd_many` (on the CPU
     through torch, whose LAPACK, MKL on x86, is faster than numpy's for ``eigvalsh``).
     float32 (``single``): the same batch, Gram matrix and ``eigvalsh`` in float32.
     """
-    shuffled = [_shuffle(W, rng) for _ in range(n_shuffles)]
+    shuffled = [_shuffle(W, rng, mu) for _ in range(n_shuffles)]
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a core dependency
@@ -289,9 +297,14 @@ def _shuffled_spectra(W: Any, rng: np.random.Generator, n_shuffles: int, single:
     if not single:
         return esd_many(shuffled)
     k = len(matrix_slices(shuffled[0]))
-    S = torch.cat([matrix_slices(x).to(torch.float32) for x in shuffled], dim=0)
+    if n_shuffles == 1:  # a large layer: no concatenated copy
+        S = matrix_slices(shuffled[0]).to(torch.float32)
+    else:
+        S = torch.cat([matrix_slices(x).to(torch.float32) for x in shuffled], dim=0)
+    del shuffled
     r, c = S.shape[-2:]
     G = S.mT @ S if r >= c else S @ S.mT
+    del S
     ev = torch.linalg.eigvalsh(G).to(torch.float64).cpu().numpy()
     return [np.maximum(np.sort(ev[i * k:(i + 1) * k].reshape(-1)), 0.0) for i in range(n_shuffles)]
 
@@ -318,11 +331,10 @@ def _prepare(W: Any, rng: Any, n_shuffles: Any, center: Any, precision: Any = "a
     else:
         stored_single = W.dtype != np.float64
     single = precision == "float32" or (precision == "auto" and stored_single)
-    if center:
-        W = W - W.mean()
+    mu = W.mean() if center else None  # subtracted from each shuffled copy and entry, never from W
     if n_shuffles is None:
         n_shuffles = _default_shuffles(W)
-    return W, rng, n_shuffles, center, single
+    return W, rng, n_shuffles, center, single, mu
 
 
 def randomized_esd(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
@@ -363,8 +375,8 @@ def randomized_esd(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
     (100,)
     """
     center_traps = renamed(center, "center", center_traps, "center_traps", True, "randomized_esd")
-    W, rng, n_shuffles, _, single = _prepare(W, rng, n_shuffles, center_traps, precision)
-    return np.sort(np.concatenate(_shuffled_spectra(W, rng, n_shuffles, single)))
+    W, rng, n_shuffles, _, single, mu = _prepare(W, rng, n_shuffles, center_traps, precision)
+    return np.sort(np.concatenate(_shuffled_spectra(W, rng, n_shuffles, single, mu)))
 
 
 # --------------------------------------------------------------------------- analysis
@@ -382,22 +394,34 @@ def _nan_report(W: Any, n_shuffles: int, false_alarm: float, center: bool, statu
         centered=center, status=status, shuffled_eigenvalues=pooled)
 
 
-def _large_entries(W: Any, threshold: float, max_entries: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """Count of |W| > threshold and the positions / values of the largest max_entries.
+_CHUNK = 1 << 22  # entries per block when scanning a layer for large entries (16 MiB in float32)
 
-    Ordered by decreasing magnitude, ties by position (row-major), on every device.
+
+def _large_entries(W: Any, threshold: float, max_entries: int, mu: Any = None) -> tuple[int, np.ndarray, np.ndarray]:
+    """Count of |W - mu| > threshold and the positions / values (of ``W - mu``) of the largest
+    max_entries; ``mu`` None is 0.
+
+    Ordered by decreasing magnitude, ties by position (row-major), on every device. The layer
+    is scanned in blocks of ``_CHUNK`` entries, so the temporaries stay small.
     """
-    if is_tensor(W):
-        import torch
+    flat = W.reshape(-1)
+    idx_parts, value_parts = [], []
+    for start in range(0, int(flat.shape[0]), _CHUNK):
+        block = flat[start:start + _CHUNK]
+        if mu is not None:
+            block = block - mu
+        if is_tensor(W):
+            import torch
 
-        flat = W.reshape(-1)
-        flat_idx_t = torch.nonzero(flat.abs() > threshold).reshape(-1)
-        values = flat[flat_idx_t].double().cpu().numpy()
-        flat_idx = flat_idx_t.cpu().numpy()
-    else:
-        flat = W.reshape(-1)
-        flat_idx = np.flatnonzero(np.abs(flat) > threshold)
-        values = flat[flat_idx].astype(np.float64)
+            hit = torch.nonzero(block.abs() > threshold).reshape(-1)
+            value_parts.append(block[hit].double().cpu().numpy())
+            idx_parts.append(hit.cpu().numpy() + start)
+        else:
+            hit = np.flatnonzero(np.abs(block) > threshold)
+            value_parts.append(block[hit].astype(np.float64))
+            idx_parts.append(hit + start)
+    flat_idx = np.concatenate(idx_parts).astype(np.int64) if idx_parts else np.zeros(0, np.int64)
+    values = np.concatenate(value_parts) if value_parts else np.zeros(0)
     count = int(flat_idx.size)
     order = np.lexsort((flat_idx, -np.abs(values)))[:max_entries]
     flat_idx, values = flat_idx[order], values[order]
@@ -406,7 +430,7 @@ def _large_entries(W: Any, threshold: float, max_entries: int) -> tuple[int, np.
 
 
 def _analyze(W: Any, spectra: list[np.ndarray], n_shuffles: int, false_alarm: float,
-             max_entries: int, center: bool) -> tuple[TrapReport, np.ndarray | None]:
+             max_entries: int, center: bool, mu: Any = None) -> tuple[TrapReport, np.ndarray | None]:
     """Traps from per-shuffle spectra; also returns the rescaled pooled spectrum (or None)."""
     n, m, q = matrix_dims(W.shape[:2])
     n_slices = len(matrix_slices(W))
@@ -427,7 +451,7 @@ def _analyze(W: Any, spectra: list[np.ndarray], n_shuffles: int, false_alarm: fl
     n_traps = int(math.floor(float(np.median(counts)) + 0.5))
     sigma_e = sigma * math.sqrt(scale / n)
     entry_threshold = sigma_e * (math.sqrt(n) + math.sqrt(m))
-    n_large, index, values = _large_entries(W, entry_threshold, max_entries)
+    n_large, index, values = _large_entries(W, entry_threshold, max_entries, mu)
     logger.debug("traps: shape=%s sigma=%.4f threshold=%.4f counts=%s large entries=%d",
                  tuple(W.shape), sigma, threshold, counts.tolist(), n_large)
     report = TrapReport(
@@ -506,9 +530,9 @@ def correlation_traps(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
     center_traps = renamed(center, "center", center_traps, "center_traps", True, "correlation_traps")
     false_alarm = _check_false_alarm(false_alarm)
     max_entries = _check_max_entries(max_entries)
-    W, rng, n_shuffles, center_traps, single = _prepare(W, rng, n_shuffles, center_traps, precision)
-    spectra = _shuffled_spectra(W, rng, n_shuffles, single)
-    return _analyze(W, spectra, n_shuffles, false_alarm, max_entries, center_traps)[0]
+    W, rng, n_shuffles, center_traps, single, mu = _prepare(W, rng, n_shuffles, center_traps, precision)
+    spectra = _shuffled_spectra(W, rng, n_shuffles, single, mu)
+    return _analyze(W, spectra, n_shuffles, false_alarm, max_entries, center_traps, mu)[0]
 
 
 def ks_trap_test(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
@@ -553,9 +577,9 @@ def ks_trap_test(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
     center_traps = renamed(center, "center", center_traps, "center_traps", True, "ks_trap_test")
     false_alarm = _check_false_alarm(false_alarm)
     sigma = _check_ks_sigma(sigma)
-    W, rng, n_shuffles, center_traps, single = _prepare(W, rng, n_shuffles, center_traps, precision)
-    spectra = _shuffled_spectra(W, rng, n_shuffles, single)
-    report, x = _analyze(W, spectra, n_shuffles, false_alarm, 0, center_traps)
+    W, rng, n_shuffles, center_traps, single, mu = _prepare(W, rng, n_shuffles, center_traps, precision)
+    spectra = _shuffled_spectra(W, rng, n_shuffles, single, mu)
+    report, x = _analyze(W, spectra, n_shuffles, false_alarm, 0, center_traps, mu)
     return _ks(x, report, sigma)
 
 
@@ -585,7 +609,7 @@ def randomized_analysis(W: Any, *, rng: Any = 0, n_shuffles: int | None = None,
     false_alarm = _check_false_alarm(false_alarm)
     max_entries = _check_max_entries(max_entries)
     ks_sigma = _check_ks_sigma(ks_sigma)
-    W, rng, n_shuffles, center_traps, single = _prepare(W, rng, n_shuffles, center_traps, precision)
-    spectra = _shuffled_spectra(W, rng, n_shuffles, single)
-    report, x = _analyze(W, spectra, n_shuffles, false_alarm, max_entries, center_traps)
+    W, rng, n_shuffles, center_traps, single, mu = _prepare(W, rng, n_shuffles, center_traps, precision)
+    spectra = _shuffled_spectra(W, rng, n_shuffles, single, mu)
+    report, x = _analyze(W, spectra, n_shuffles, false_alarm, max_entries, center_traps, mu)
     return report, _ks(x, report, ks_sigma)
