@@ -383,3 +383,30 @@ def test_agrees_with_weightwatcher_on_a_clear_case():
     # and the shuffle keeps the Frobenius norm that the esd of W has (float32 arithmetic here)
     assert np.sum(randomized_esd(lin.weight, rng=0, center_traps=False)) == pytest.approx(esd(lin.weight).sum(),
                                                                                           rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- half precision as stored
+@pytest.mark.parametrize("shape", [(300, 40), (40, 300)])
+@pytest.mark.parametrize("center", [True, False])
+def test_half_precision_layers_are_analysed_as_stored_with_the_float32_numbers(monkeypatch, shape, center):
+    """A 2-D bf16/fp16 CPU tensor is shuffled as stored and its Gram matrix summed over blocks
+    (traps._half_spectrum); reference: the same tensor converted to float32 first, which takes the
+    whole-matrix path with the same permutation. Small blocks force several of them."""
+    import htsr_diag.traps as T
+
+    monkeypatch.setattr(T, "_CHUNK", 500)
+    W, _ = _planted(shape, 5, k=2, factor=3.0)
+    W[1, 2] = 60.0  # one large entry to find
+    for dtype in (torch.bfloat16, torch.float16):
+        half = torch.from_numpy(W).to(dtype)
+        as32 = half.to(torch.float32)
+        assert T._half_as_stored(half, True) and not T._half_as_stored(as32, True)
+        a = randomized_esd(half, rng=2, center_traps=center)
+        b = randomized_esd(as32, rng=2, center_traps=center)
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6 * b.max())
+        r1, r2 = correlation_traps(half, rng=2, center_traps=center), correlation_traps(as32, rng=2, center_traps=center)
+        assert r1.n_traps == r2.n_traps >= 1
+        assert r1.n_large_entries == r2.n_large_entries >= 1
+        assert [1, 2] in r1.large_entry_index.tolist()
+        np.testing.assert_array_equal(r1.large_entry_index, r2.large_entry_index)
+        np.testing.assert_allclose(r1.large_entry_values, r2.large_entry_values, rtol=1e-6)

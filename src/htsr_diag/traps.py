@@ -287,6 +287,8 @@ def _shuffled_spectra(W: Any, rng: np.random.Generator, n_shuffles: int, single:
     through torch, whose LAPACK, MKL on x86, is faster than numpy's for ``eigvalsh``).
     float32 (``single``): the same batch, Gram matrix and ``eigvalsh`` in float32.
     """
+    if is_tensor(W) and _half_as_stored(W, single):
+        return [_half_spectrum(W, rng, mu) for _ in range(n_shuffles)]
     shuffled = [_shuffle(W, rng, mu) for _ in range(n_shuffles)]
     try:
         import torch
@@ -312,6 +314,55 @@ def _shuffled_spectra(W: Any, rng: np.random.Generator, n_shuffles: int, single:
 _PRECISIONS = ("auto", "float64", "float32")
 
 
+def _half_as_stored(W: Any, single: bool) -> bool:
+    """A 2-D float16/bfloat16 CPU tensor whose shuffled spectrum is float32: analysed as stored,
+    never converted whole (see :func:`_half_spectrum`)."""
+    import torch
+
+    return (single and W.ndim == 2 and W.device.type == "cpu"
+            and W.dtype in (torch.float16, torch.bfloat16))
+
+
+def _blocked_mean(W: Any) -> np.float32:
+    """The mean of a half-precision tensor, summed in float64 over blocks of ``_CHUNK`` entries."""
+    flat = W.reshape(-1)
+    total = sum(float(flat[i:i + _CHUNK].double().sum()) for i in range(0, int(flat.shape[0]), _CHUNK))
+    return np.float32(total / max(int(flat.shape[0]), 1))
+
+
+def _half_spectrum(W: Any, rng: np.random.Generator, mu: Any) -> np.ndarray:
+    """Float32 spectrum of one shuffle of ``W - mu`` for a 2-D half-precision CPU tensor, in
+    about twice the layer's stored size: the entries' bits are shuffled as stored (the same
+    ``rng.shuffle`` swaps as :func:`_shuffle`, so the same permutation), then the Gram matrix
+    is summed over blocks of ``_CHUNK`` entries converted to float32 one block at a time."""
+    import torch
+
+    bits = np.array(W.contiguous().view(torch.int16).numpy(), order="C")  # one copy, as stored
+    rng.shuffle(bits.reshape(-1))
+    S = torch.from_numpy(bits).view(W.dtype)
+    r, c = S.shape
+    shift = None if mu is None else torch.tensor(float(mu), dtype=torch.float32)
+    if r >= c:
+        G = torch.zeros(c, c, dtype=torch.float32)
+        step = max(1, _CHUNK // c)
+        for i in range(0, r, step):
+            B = S[i:i + step].to(torch.float32)
+            if shift is not None:
+                B -= shift
+            G += B.mT @ B
+    else:
+        G = torch.zeros(r, r, dtype=torch.float32)
+        step = max(1, _CHUNK // r)
+        for j in range(0, c, step):
+            B = S[:, j:j + step].to(torch.float32)
+            if shift is not None:
+                B -= shift
+            G += B @ B.mT
+    del S, bits
+    ev = torch.linalg.eigvalsh(G).to(torch.float64).numpy()
+    return np.maximum(np.sort(ev), 0.0)
+
+
 def _prepare(W: Any, rng: Any, n_shuffles: Any, center: Any, precision: Any = "auto"):
     W = check_weight(W)
     rng = check_rng(rng)
@@ -324,6 +375,12 @@ def _prepare(W: Any, rng: Any, n_shuffles: Any, center: Any, precision: Any = "a
         import torch
 
         stored_single = W.dtype != torch.float64
+        single = precision == "float32" or (precision == "auto" and stored_single)
+        if _half_as_stored(W, single):
+            mu = _blocked_mean(W) if center else None
+            if n_shuffles is None:
+                n_shuffles = _default_shuffles(W)
+            return W, rng, n_shuffles, center, single, mu
         if W.dtype not in (torch.float32, torch.float64):  # float16 / bfloat16 (numpy has no bfloat16)
             W = W.to(torch.float32)
         if W.device.type == "cpu":
@@ -408,15 +465,19 @@ def _large_entries(W: Any, threshold: float, max_entries: int, mu: Any = None) -
     idx_parts, value_parts = [], []
     for start in range(0, int(flat.shape[0]), _CHUNK):
         block = flat[start:start + _CHUNK]
-        if mu is not None:
-            block = block - mu
         if is_tensor(W):
             import torch
 
+            if block.dtype in (torch.float16, torch.bfloat16):  # as stored (_half_as_stored)
+                block = block.to(torch.float32)
+            if mu is not None:
+                block = block - mu
             hit = torch.nonzero(block.abs() > threshold).reshape(-1)
             value_parts.append(block[hit].double().cpu().numpy())
             idx_parts.append(hit.cpu().numpy() + start)
         else:
+            if mu is not None:
+                block = block - mu
             hit = np.flatnonzero(np.abs(block) > threshold)
             value_parts.append(block[hit].astype(np.float64))
             idx_parts.append(hit + start)
