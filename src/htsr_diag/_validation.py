@@ -13,7 +13,7 @@ try:  # torch is a core dependency, but keep numpy-only paths importable without
 except ImportError:  # pragma: no cover
     torch = None  # type: ignore[assignment]
 
-__all__ = ["is_tensor", "check_weight", "check_rng", "check_positive_int", "check_eigenvalues", "check_bool",
+__all__ = ["is_tensor", "all_finite", "check_weight", "check_rng", "check_positive_int", "check_eigenvalues", "check_bool",
            "check_scalar", "check_choice", "Interval", "Options", "validate_params"]
 
 
@@ -25,6 +25,26 @@ def _describe(x: Any) -> str:
     if is_tensor(x) or isinstance(x, np.ndarray):
         return f"{type(x).__name__} of shape {tuple(x.shape)} and dtype {x.dtype}"
     return repr(x) if len(repr(x)) < 80 else type(x).__name__
+
+
+#: Entries per block when a CPU weight is checked for NaN/Inf (no full-size boolean temporary).
+FINITE_BLOCK = 1 << 22
+
+
+def all_finite(W: Any) -> bool:
+    """Whether every entry of a numpy array or tensor is finite. A CPU weight is scanned in blocks
+    of :data:`FINITE_BLOCK` entries (stopping at the first bad block), so a large layer costs no
+    full-size temporary; a GPU tensor is checked in one call (one synchronisation)."""
+    if is_tensor(W):
+        if W.device.type != "cpu" or W.numel() <= FINITE_BLOCK:
+            return bool(torch.isfinite(W).all())
+        flat = W.reshape(-1)
+        return all(bool(torch.isfinite(flat[k:k + FINITE_BLOCK]).all()) for k in range(0, flat.numel(), FINITE_BLOCK))
+    W = np.asarray(W)
+    if W.size <= FINITE_BLOCK:
+        return bool(np.isfinite(W).all())
+    flat = W.reshape(-1)
+    return all(bool(np.isfinite(flat[k:k + FINITE_BLOCK]).all()) for k in range(0, flat.size, FINITE_BLOCK))
 
 
 def check_weight(W: Any, name: str = "W", *, ndims: tuple[int, ...] = (2, 3, 4)):
@@ -77,8 +97,7 @@ def check_weight(W: Any, name: str = "W", *, ndims: tuple[int, ...] = (2, 3, 4))
     if shape[0] < 2 or shape[1] < 2:
         raise ValueError(f"{name} must have at least 2 rows and 2 columns; got shape {shape}. "
                          f"A vector (bias, 1-row layer) has no spectrum to analyse.")
-    finite = bool(torch.isfinite(W).all()) if is_tensor(W) else bool(np.isfinite(W).all())
-    if not finite:
+    if not all_finite(W):
         raise ValueError(f"{name} must contain only finite values; got NaN or Inf in {_describe(W)}. "
                          f"Check the layer or checkpoint for a diverged run.")
     return W

@@ -29,7 +29,7 @@ import numpy as np
 from ._progress import Progress
 from ._results import Result
 from ._seeding import layer_rng, model_entropy
-from ._validation import UNSET, check_bool, is_tensor, renamed
+from ._validation import UNSET, all_finite, check_bool, is_tensor, renamed
 from .exceptions import DegenerateSpectrumWarning, HTSRWarning, SmallSpectrumWarning
 from .layers import LayerMatrix, LayerSet, SkippedParam, find_layers
 from .interop import WeightWatcherComparison  # noqa: F401 - the type of ModelReport.comparison
@@ -242,14 +242,6 @@ def _base(lm: LayerMatrix) -> dict[str, Any]:
             "n_slices": lm.n_slices, "n_eigenvalues": lm.n_eigenvalues}
 
 
-def _is_finite(W: Any) -> bool:
-    if is_tensor(W):
-        import torch
-
-        return bool(torch.isfinite(W).all())
-    return bool(np.isfinite(W).all())
-
-
 def _to_device(W: Any, device: Any) -> Any:
     if device is None:
         return W
@@ -456,7 +448,7 @@ def analyze(model: Any, *, randomize: bool = True, ks: bool = True, layers: str 
     for i, lm in enumerate(found.layers):
         try:
             W = _to_device(lm.weight, dev)
-            if not _is_finite(W):
+            if not all_finite(W):
                 rows[i] = _failed(lm, "non-finite weights (NaN or Inf): check the checkpoint for a diverged run")
                 continue
         except Exception as exc:  # e.g. out of memory moving to the device

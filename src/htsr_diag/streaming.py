@@ -199,19 +199,6 @@ def _esd_low_memory(W: Any) -> np.ndarray:
     return _finish(torch.linalg.eigvalsh(G).numpy())
 
 
-def _all_finite(W: Any) -> bool:
-    """``torch.isfinite(W).all()`` of a CPU tensor, over row blocks (no full-size temporaries)."""
-    if W.device.type != "cpu" or W.ndim == 0 or W.numel() <= GRAM_BLOCK_ELEMENTS:
-        from .analyze import _is_finite
-
-        return _is_finite(W)
-    import torch
-
-    flat = W.reshape(W.shape[0], -1)
-    step = max(1, GRAM_BLOCK_ELEMENTS // max(int(flat.shape[1]), 1))
-    return all(bool(torch.isfinite(flat[k:k + step]).all()) for k in range(0, int(flat.shape[0]), step))
-
-
 def _spectrum(W: Any) -> np.ndarray:
     from ._validation import is_tensor
     from .spectrum import esd_many
@@ -228,6 +215,7 @@ def _analyze_one(lm: Any, file: Path, raw: str, dev: Any, randomize: bool, ks: b
 
     Only this frame holds the tensor, so it is freed when the function returns.
     """
+    from ._validation import all_finite
     from .analyze import _analyze_layer, _failed, _to_device
 
     try:
@@ -236,7 +224,7 @@ def _analyze_one(lm: Any, file: Path, raw: str, dev: Any, randomize: bool, ks: b
         raise
     except Exception as exc:  # e.g. out of memory moving to the device
         return _failed(lm, f"failed: {type(exc).__name__}: {exc}")
-    if not _all_finite(W):
+    if not all_finite(W):
         return _failed(lm, "non-finite weights (NaN or Inf): check the checkpoint for a diverged run")
     try:
         eigs = _spectrum(W)
