@@ -209,6 +209,25 @@ def _spectrum(W: Any) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- analysis
+def _release_freed_memory() -> None:
+    """Hand the memory freed by the last layer back to the OS (glibc's ``malloc_trim``), so that
+    one layer's freed blocks, fragmented by the next layer's different sizes, do not add up to a
+    peak above what any one layer needs. A no-op where there is no glibc."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
 def _analyze_one(lm: Any, file: Path, raw: str, dev: Any, randomize: bool, ks: bool, rng: np.random.Generator,
                  center_traps: bool) -> Any:
     """Read one layer's tensor, analyse it as :func:`analyze` does, and drop it: the row.
@@ -259,6 +278,7 @@ def analyze_streamed(path: Any, *, randomize: bool, ks: bool, layers: Any, dev: 
         for lm in found.layers:
             file, raw = where[lm.param]
             rows.append(_analyze_one(lm, file, raw, dev, randomize, ks, _layer_rng(entropy, lm.name), center_traps))
+            _release_freed_memory()
             bar.update(1, postfix=lm.name[-30:])
     if outer is not None:
         outer.extend(notes)
