@@ -389,3 +389,25 @@ def test_bands_visible_with_legends():
     assert len(fig.legends) == 1
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "from accuracy: pre-grokking", "from accuracy: grokking", "from accuracy: anti-grokking"]
+
+
+def test_a_report_without_training_accuracy_warns_once(tmp_path):
+    """The report asks the classifier five questions of one trajectory; the missing-train-accuracy
+    note is shown once, not once per question (issue #14: one warning per run)."""
+    import warnings
+
+    import torch
+
+    from conftest import seeded_mlp
+    from htsr_diag.exceptions import MissingTrainAccWarning
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for step in (0, 10, 100):
+        torch.save(seeded_mlp(120, 80, 60, seed=step).state_dict(), folder / f"step_{step}.pt")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_report(folder, tmp_path / "report", rng=0)
+    missing = [w for w in caught if issubclass(w.category, MissingTrainAccWarning)]
+    assert len(missing) == 1, [str(w.message) for w in missing]
+    assert missing[0].filename == __file__  # points at the caller, not inside the library

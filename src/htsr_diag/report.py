@@ -23,12 +23,14 @@ writes into ``out_dir``::
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import json
 import logging
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -225,6 +227,22 @@ def training_inputs(run_dir: Any) -> Any:
         logger.warning("activation baselines skipped: cannot rebuild the training inputs of %s (%s)",
                        run_dir, exc)
         return None
+
+
+@contextlib.contextmanager
+def _each_warning_once(stacklevel: int = 4):
+    """Warnings raised in the block are shown once each (by category and message) when it ends:
+    the report asks the classifier several questions of one trajectory, and each would repeat
+    the same note (no training accuracy, a checkpoint with no feature)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in caught:
+        key = (w.category, str(w.message))
+        if key not in seen:
+            seen.add(key)
+            warnings.warn(str(w.message), w.category, stacklevel=stacklevel)
 
 
 def _finite_labels(steps: np.ndarray, tr: np.ndarray, te: np.ndarray) -> np.ndarray | None:
@@ -786,9 +804,12 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     causal = PhaseClassifier(**{**classifier.get_params(), "causal": True})
     if "thresholds_" in classifier.__dict__:
         causal.thresholds_ = dict(classifier.thresholds_)
-    predicted = classifier.predict(trajectory)
-    confidence = classifier.confidence(trajectory)
-    alarm_step = causal.transition_steps(trajectory).get("anti-grokking")
+    with _each_warning_once():
+        predicted = classifier.predict(trajectory)
+        confidence = classifier.confidence(trajectory)
+        alarm_step = causal.transition_steps(trajectory).get("anti-grokking")
+        table = classifier.features(trajectory)
+        evidence = classifier.evidence(trajectory)
     steps = np.asarray(trajectory.steps)
     nan = np.full(steps.size, np.nan)
     tr = np.asarray(trajectory.metrics.get("train_acc", nan), float)
@@ -797,8 +818,6 @@ def write_report(run_dir: Any = None, out_dir: Any = None, *, trajectory: Any = 
     summary = summarize(trajectory, predicted, from_accuracy, alarm_step)
 
     figures = _make_figures(trajectory, predicted, from_accuracy, paths, out, int(rng), alarm_step)
-    table = classifier.features(trajectory)
-    evidence = classifier.evidence(trajectory)
     explanations = explain_labels(evidence, table, predicted, from_accuracy, rules=classifier.rules())
     files = {
         "trajectory_csv": trajectory.to_csv(out / "trajectory.csv"),
