@@ -232,3 +232,27 @@ def test_demo_outputs_are_numbers_not_nan(demo):
     summary = json.loads((demo / "summary.json").read_text())
     assert 0.0 < summary["peak_test_acc"] <= 1.0
     assert np.isfinite(summary["final_train_acc"])
+
+
+def test_a_library_warning_is_one_line_once_per_command(capsys, tmp_path, monkeypatch):
+    """`htsr-diag phases` on checkpoints without training accuracy: the note is printed once (the
+    command asks the classifier four questions), as `warning: MESSAGE (Category)`, no source line."""
+    import warnings
+
+    import torch
+
+    from conftest import seeded_mlp
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for step in (0, 10, 100):
+        torch.save(seeded_mlp(120, 80, 60, seed=step).state_dict(), folder / f"step_{step}.pt")
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as outside pytest: shown, not raised
+        code, out, err = _run(capsys, "phases", "c")
+    assert code == 0 and "pre-grokking" in out
+    lines = [x for x in err.splitlines() if "training accuracy" in x]
+    assert lines == [lines[0]] and re.fullmatch(r"warning: no training accuracy at any checkpoint: .* "
+                                                r"\(MissingTrainAccWarning\)", lines[0]), err
+    assert "cli.py" not in err

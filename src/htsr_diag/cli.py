@@ -170,7 +170,7 @@ def _cmd_phases(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .phases import PhaseClassifier
-    from .report import _finite_labels
+    from .report import _each_warning_once, _finite_labels
     from .trajectory import analyze_checkpoints
 
     source = _check_checkpoints(args)
@@ -183,15 +183,16 @@ def _cmd_phases(args: argparse.Namespace) -> int:
             raise
         raise CLIError(str(exc).replace("train_acc=", "--train-acc ").replace("test_acc=", "--test-acc ")) from exc
     clf = PhaseClassifier()
-    predicted = clf.predict(traj)
-    table = clf.features(traj)
+    with _each_warning_once():  # four questions of one trajectory: each note once
+        predicted = clf.predict(traj)
+        table = clf.features(traj)
+        alarm = PhaseClassifier(causal=True).transition_steps(traj).get("anti-grokking")
+        ev = clf.evidence(traj)
     steps = np.asarray(traj.steps)
     nan = np.full(steps.size, np.nan)
     tr = np.asarray(traj.metrics.get("train_acc", nan), float)
     te = np.asarray(traj.metrics.get("test_acc", nan), float)
     ref = _finite_labels(steps, tr, te)
-    alarm = PhaseClassifier(causal=True).transition_steps(traj).get("anti-grokking")
-    ev = clf.evidence(traj)
     held_back = ev["layer_signature"] & ~ev["layer_gate"]  # (L, n): the signature, stopped by the norm gate
     grok_ratio = ev["grok_ratio"]
     onset_name = {"stable_rank": "smaller layer stable rank", "alpha": "mean alpha"}[ev["onset"]]
@@ -439,11 +440,23 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 
 
 def _setup_warnings(verbosity: int) -> None:
-    """Keep the command's output short: expected small-spectrum notes only with -v."""
-    from .exceptions import SmallSpectrumWarning
+    """Keep the command's output short: expected small-spectrum notes only with -v; a library
+    warning is one line, ``warning: MESSAGE (Category)``, without the source line Python shows
+    (with -vv, Python's own format). Called inside ``warnings.catch_warnings()``, which restores both."""
+    from .exceptions import HTSRWarning, SmallSpectrumWarning
 
     if verbosity <= 0:
         warnings.filterwarnings("ignore", category=SmallSpectrumWarning)
+    if verbosity >= 2:
+        return
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, HTSRWarning):
+            return default(message, category, filename, lineno, file, line)
+        (file or sys.stderr).write(f"warning: {message} ({category.__name__})\n")
+
+    warnings.showwarning = show
 
 
 def _setup_logging(verbosity: int) -> None:
