@@ -126,6 +126,25 @@ def _esd_stack_torch(S, method: str) -> np.ndarray:
     return ev.cpu().numpy()
 
 
+def _blocked_gram(W: Any, dtype: Any, block: int, shift: Any = None) -> Any:
+    """The smaller Gram matrix of a 2-D CPU tensor (``W^T W`` for a tall W, ``W W^T`` for a wide
+    one), summed over blocks of about ``block`` entries, each converted to ``dtype`` (and ``shift``
+    subtracted from it) on its own: no full-size copy of W in ``dtype`` is made."""
+    import torch
+
+    A = W if W.shape[0] >= W.shape[1] else W.T  # sum over the longer side
+    n, m = int(A.shape[0]), int(A.shape[1])
+    step = max(1, block // max(m, 1))
+    G = torch.zeros((m, m), dtype=dtype)
+    for k in range(0, n, step):
+        B = A[k:k + step].to(dtype, copy=shift is not None)  # never shift W itself
+        if shift is not None:
+            B -= shift
+        G.addmm_(B.T, B)
+        del B
+    return G
+
+
 def _finish(ev: np.ndarray) -> np.ndarray:
     ev = np.sort(ev.reshape(-1))
     np.maximum(ev, 0.0, out=ev)  # eigvalsh can return -1e-17 for a true zero

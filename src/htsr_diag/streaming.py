@@ -185,18 +185,9 @@ def _esd_low_memory(W: Any) -> np.ndarray:
     """
     import torch
 
-    from .spectrum import _finish
+    from .spectrum import _blocked_gram, _finish
 
-    r, c = int(W.shape[0]), int(W.shape[1])
-    A = W if r >= c else W.T  # sum over the longer side: G = A^T A, (m x m)
-    n, m = int(A.shape[0]), int(A.shape[1])
-    step = max(1, GRAM_BLOCK_ELEMENTS // max(m, 1))
-    G = torch.zeros((m, m), dtype=torch.float64)
-    for k in range(0, n, step):
-        B = A[k:k + step].to(torch.float64)
-        G.addmm_(B.T, B)
-        del B
-    return _finish(torch.linalg.eigvalsh(G).numpy())
+    return _finish(torch.linalg.eigvalsh(_blocked_gram(W, torch.float64, GRAM_BLOCK_ELEMENTS)).numpy())
 
 
 def _spectrum(W: Any) -> np.ndarray:

@@ -73,7 +73,7 @@ from ._validation import (UNSET, check_bool, check_choice, check_positive_int, c
                           is_tensor, renamed)
 from .exceptions import DegenerateSpectrumWarning
 from .mp import _fit_sigma, _tw1_upper_quantile, mp_edges, tracy_widom_scale
-from .spectrum import esd_many, matrix_dims, matrix_slices
+from .spectrum import _blocked_gram, esd_many, matrix_dims, matrix_slices
 
 __all__ = [
     "TrapReport",
@@ -334,30 +334,15 @@ def _half_spectrum(W: Any, rng: np.random.Generator, mu: Any) -> np.ndarray:
     """Float32 spectrum of one shuffle of ``W - mu`` for a 2-D half-precision CPU tensor, in
     about twice the layer's stored size: the entries' bits are shuffled as stored (the same
     ``rng.shuffle`` swaps as :func:`_shuffle`, so the same permutation), then the Gram matrix
-    is summed over blocks of ``_CHUNK`` entries converted to float32 one block at a time."""
+    is summed over blocks of ``_CHUNK`` entries converted to float32 one block at a time
+    (:func:`htsr_diag.spectrum._blocked_gram`, as the streamed float64 spectrum)."""
     import torch
 
     bits = np.array(W.contiguous().view(torch.int16).numpy(), order="C")  # one copy, as stored
     rng.shuffle(bits.reshape(-1))
     S = torch.from_numpy(bits).view(W.dtype)
-    r, c = S.shape
     shift = None if mu is None else torch.tensor(float(mu), dtype=torch.float32)
-    if r >= c:
-        G = torch.zeros(c, c, dtype=torch.float32)
-        step = max(1, _CHUNK // c)
-        for i in range(0, r, step):
-            B = S[i:i + step].to(torch.float32)
-            if shift is not None:
-                B -= shift
-            G += B.mT @ B
-    else:
-        G = torch.zeros(r, r, dtype=torch.float32)
-        step = max(1, _CHUNK // r)
-        for j in range(0, c, step):
-            B = S[:, j:j + step].to(torch.float32)
-            if shift is not None:
-                B -= shift
-            G += B @ B.mT
+    G = _blocked_gram(S, torch.float32, _CHUNK, shift)
     del S, bits
     ev = torch.linalg.eigvalsh(G).to(torch.float64).numpy()
     return np.maximum(np.sort(ev), 0.0)
