@@ -49,3 +49,15 @@ def spawn_worker(script: str, args: list[str], threads: int | None = None, env: 
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["process_s"] = time.perf_counter() - t0
     return res
+
+
+def weightwatcher_analyze(model, randomize: bool):
+    """WeightWatcher's ``analyze()`` of a model or a folder (its details DataFrame), with the side
+    effects of WeightWatcher (prints, warning filters, root logging handlers, the global NumPy RNG)
+    undone by the package's own ``htsr_diag.interop._contained``. Call
+    ``htsr_diag.interop._import_weightwatcher()`` before timing: the first import is slow."""
+    from htsr_diag.interop import _contained, _import_weightwatcher
+
+    ww = _import_weightwatcher()
+    with _contained():
+        return ww.WeightWatcher(model=model).analyze(randomize=randomize)

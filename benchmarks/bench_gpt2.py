@@ -19,10 +19,7 @@ Writes benchmarks/results/gpt2.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import logging
 import os
 import platform
 import statistics
@@ -32,7 +29,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, rss_kib, spawn_worker  # noqa: E402
+from _common import cpu_model, rss_kib, spawn_worker, weightwatcher_analyze  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpt2.md"
 SHAPES = (("attn.c_attn", 768, 2304), ("attn.c_proj", 768, 768), ("mlp.c_fc", 768, 3072), ("mlp.c_proj", 3072, 768))
@@ -72,15 +69,12 @@ def worker(tool: str, blocks: int, repeat: int) -> dict:
             return {"n_layers": len(rep.layers), "mean_alpha": rep.mean_alpha, "n_traps": rep.n_traps,
                     "n_ok": sum(lr.status == "ok" for lr in rep.layers)}
     else:
-        import weightwatcher as ww
+        from htsr_diag.interop import _import_weightwatcher
 
-        logging.getLogger("weightwatcher").setLevel(logging.CRITICAL)
+        _import_weightwatcher()  # before timing
 
         def run():
-            buf = io.StringIO()
-            with contextlib.redirect_stdout(buf), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                details = ww.WeightWatcher(model=model).analyze(randomize=True)
+            details = weightwatcher_analyze(model, randomize=True)
             return {"n_layers": int(len(details)), "mean_alpha": float(details["alpha"].mean()),
                     "n_traps": float(details["rand_num_spikes"].sum())}
     base = rss_kib()

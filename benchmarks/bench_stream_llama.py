@@ -34,10 +34,7 @@ Writes benchmarks/results/stream_llama.md (and .json).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import logging
 import math
 import os
 import platform
@@ -48,7 +45,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, rss_kib, spawn_worker  # noqa: E402
+from _common import cpu_model, rss_kib, spawn_worker, weightwatcher_analyze  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "stream_llama.md"
@@ -111,7 +108,7 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def _currentrss_kib() -> int:
+def _current_rss_kib() -> int:
     return _status_kib("VmRSS")
 
 
@@ -132,15 +129,12 @@ def worker(tool: str, folder: str, threads: int) -> dict:
                     "n_traps": rep.n_traps, "n_ok": sum(lr.status == "ok" for lr in rep.layers),
                     "order": rep.names}
     else:
-        import weightwatcher as ww
+        from htsr_diag.interop import _import_weightwatcher
 
-        logging.getLogger("weightwatcher").setLevel(logging.CRITICAL)
+        _import_weightwatcher()  # before timing
 
         def run():
-            buf = io.StringIO()
-            with contextlib.redirect_stdout(buf), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                details = ww.WeightWatcher(model=folder).analyze(randomize=tool == "weightwatcher_rand")
+            details = weightwatcher_analyze(folder, randomize=tool == "weightwatcher_rand")
             names = [str(n) for n in details["name"]]
             out = {"alpha": dict(zip(names, (float(a) for a in details["alpha"]))), "order": names,
                    "n_ok": int(details["alpha"].notna().sum()), "columns": list(details.columns)}
@@ -149,7 +143,7 @@ def worker(tool: str, folder: str, threads: int) -> dict:
             return out
     base_peak = rss_kib()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
-    base_now = _currentrss_kib()
+    base_now = _current_rss_kib()
     t0 = time.perf_counter()
     summary = run()
     wall = time.perf_counter() - t0
