@@ -12,7 +12,6 @@ A block that reads the demo's run folder or other tools' checkpoint folders is m
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import warnings
@@ -57,6 +56,13 @@ def python_blocks(text: str) -> list[Block]:
     return out
 
 
+def _copy_world(world: Path, tmp_path: Path) -> Path:
+    """A private copy of the ``docs_world`` fixture for one block (blocks write into it)."""
+    import shutil
+
+    return Path(shutil.copytree(world, tmp_path / "world", symlinks=True))
+
+
 def _cases():
     for doc in DOCS:
         for b in python_blocks((ROOT / doc).read_text()):
@@ -81,14 +87,11 @@ def test_skip_markers_are_few():
 
 @pytest.mark.parametrize("doc, block", list(_cases()))
 def test_docs_python_block_runs(doc, block, tmp_path, monkeypatch, request):
-    import shutil
-
     import htsr_diag.exceptions as exc
 
     line, code, warns = block.line, block.code, block.warns
     if block.demo:
-        tmp_path = tmp_path / "world"
-        shutil.copytree(request.getfixturevalue("docs_world"), tmp_path, symlinks=True)
+        tmp_path = _copy_world(request.getfixturevalue("docs_world"), tmp_path)
 
     torch = pytest.importorskip("torch")
     pytest.importorskip("matplotlib").use("Agg", force=True)
@@ -211,14 +214,11 @@ def docs_world(tmp_path_factory):
 
     from htsr_diag.cli import main
 
-    world = tmp_path_factory.mktemp("docs_shell")
+    world = tmp_path_factory.mktemp("docs_world")
     (world / "tmp").mkdir()
-    cwd = Path.cwd()
-    os.chdir(world)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(world)
         assert main(["demo", "--steps", SHELL_STEPS, "--out", "runs/demo"]) == 0
-    finally:
-        os.chdir(cwd)
     save_file(_mlp_state(0), world / "model.safetensors")
     log = []
     for step in (100, 500):
@@ -263,33 +263,27 @@ def test_shell_blocks_are_found():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("doc, line, commands", list(_shell_cases()))
-def test_docs_shell_block_runs(doc, line, commands, docs_world, tmp_path, capsys):
-    import shutil
+def test_docs_shell_block_runs(doc, line, commands, docs_world, tmp_path, capsys, monkeypatch):
     import subprocess
     import sys
 
     from htsr_diag.cli import main
 
-    world = tmp_path / "world"
-    shutil.copytree(docs_world, world, symlinks=True)
+    world = _copy_world(docs_world, tmp_path)
+    monkeypatch.chdir(world)
     ran = 0
-    cwd = Path.cwd()
-    os.chdir(world)
-    try:
-        for command in commands:
-            argv = shlex.split(command)
-            if argv[0] == "htsr-diag":
-                with warnings.catch_warnings():
-                    warnings.simplefilter("always")
-                    rc = main(_rewrite(argv[1:], world))
-            elif argv[0] == "python" and argv[1:3] == ["-m", "htsr_diag.train"]:
-                rc = subprocess.run([sys.executable, *_rewrite(argv[1:], world)], capture_output=True).returncode
-            elif argv[0] == "python" and argv[1].endswith(".py"):
-                rc = subprocess.run([sys.executable, str(ROOT / argv[1]), *argv[2:]], capture_output=True).returncode
-            else:
-                continue  # `make ...` and other programs: see the note above
-            assert rc == 0, f"{doc}:{line}: `{command}` exited {rc}:\n{capsys.readouterr().err[-2000:]}"
-            ran += 1
-    finally:
-        os.chdir(cwd)
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] == "htsr-diag":
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                rc = main(_rewrite(argv[1:], world))
+        elif argv[0] == "python" and argv[1:3] == ["-m", "htsr_diag.train"]:
+            rc = subprocess.run([sys.executable, *_rewrite(argv[1:], world)], capture_output=True).returncode
+        elif argv[0] == "python" and argv[1].endswith(".py"):
+            rc = subprocess.run([sys.executable, str(ROOT / argv[1]), *argv[2:]], capture_output=True).returncode
+        else:
+            continue  # `make ...` and other programs: see the note above
+        assert rc == 0, f"{doc}:{line}: `{command}` exited {rc}:\n{capsys.readouterr().err[-2000:]}"
+        ran += 1
     assert ran, f"{doc}:{line}: no htsr-diag command was run"
